@@ -1,0 +1,160 @@
+//! The state of one fake etcd member, and who may touch it.
+//!
+//! [`Shared`] is what every service and background task holds: the member's
+//! identity (fixed for its life) and the [`Core`], behind one mutex. The core
+//! is synchronous and never held across an `.await`: every request takes the
+//! lock, does all of its work, and releases it, which makes each request
+//! atomic, as a request applied by etcd's raft loop is.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
+
+use etcd_proto::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmMember, AlarmType, ResponseHeader,
+};
+
+use crate::kv::LeaseAttachments;
+use crate::mvcc::Store;
+
+/// etcd's default cluster ID for a single member started with no flags.
+pub(crate) const DEFAULT_CLUSTER_ID: u64 = 14_841_639_068_965_178_418;
+/// etcd's default member ID for a single member started with no flags.
+pub(crate) const DEFAULT_MEMBER_ID: u64 = 10_276_657_743_932_975_437;
+/// The raft term of a freshly started single member.
+pub(crate) const INITIAL_RAFT_TERM: u64 = 2;
+/// The version the fake reports: the etcd its behaviour is checked against.
+pub(crate) const ETCD_VERSION: &str = "3.5.1";
+
+/// Who this member is, as headers, `Status` and `MemberList` report it.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) cluster_id: u64,
+    pub(crate) member_id: u64,
+    pub(crate) name: String,
+    pub(crate) peer_urls: Vec<String>,
+    pub(crate) client_urls: Vec<String>,
+}
+
+/// Everything a request may change.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) store: Store,
+    pub(crate) raft_term: u64,
+    /// Entries "applied by raft": one per write request, as in etcd, whose
+    /// index a client sees in `Status`.
+    pub(crate) raft_index: u64,
+    alarms: BTreeSet<(u64, i32)>,
+}
+
+impl Core {
+    fn new() -> Self {
+        Self {
+            store: Store::default(),
+            raft_term: INITIAL_RAFT_TERM,
+            // A fresh etcd member has applied a few configuration entries
+            // before it serves its first request.
+            raft_index: 4,
+            alarms: BTreeSet::new(),
+        }
+    }
+
+    /// Counts one write request through "raft".
+    pub(crate) fn record_raft_entry(&mut self) {
+        self.raft_index += 1;
+    }
+
+    /// Whether the NOSPACE alarm is raised (writes that store data fail).
+    pub(crate) fn no_space(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|&(_, alarm)| alarm == AlarmType::Nospace as i32)
+    }
+
+    /// Runs `Maintenance.Alarm`: lists, raises or clears alarms. Raising or
+    /// clearing `NONE` does nothing; clearing an alarm that is not raised
+    /// answers with no alarms.
+    pub(crate) fn alarm(&mut self, action: i32, member_id: u64, alarm: i32) -> Vec<AlarmMember> {
+        let member = |&(member_id, alarm): &(u64, i32)| AlarmMember { member_id, alarm };
+        match AlarmAction::try_from(action) {
+            Ok(AlarmAction::Get) => self
+                .alarms
+                .iter()
+                .filter(|&&(_, a)| alarm == AlarmType::None as i32 || a == alarm)
+                .map(member)
+                .collect(),
+            Ok(AlarmAction::Activate) if alarm != AlarmType::None as i32 => {
+                self.alarms.insert((member_id, alarm));
+                vec![member(&(member_id, alarm))]
+            }
+            Ok(AlarmAction::Deactivate) if self.alarms.remove(&(member_id, alarm)) => {
+                vec![member(&(member_id, alarm))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The leases keys may be attached to.
+    pub(crate) fn leases(&mut self) -> (&mut Store, NoLeases) {
+        (&mut self.store, NoLeases)
+    }
+}
+
+/// The lessor of a member that grants no leases: every lease is unknown, so a
+/// put with a lease fails as etcd fails it ("requested lease not found").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoLeases;
+
+impl LeaseAttachments for NoLeases {
+    fn exists(&self, _lease: i64) -> bool {
+        false
+    }
+    fn attach(&mut self, _lease: i64, _key: &bytes::Bytes) {}
+    fn detach(&mut self, _lease: i64, _key: &bytes::Bytes) {}
+}
+
+/// What the services share: identity and state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) identity: Identity,
+    core: Mutex<Core>,
+}
+
+impl Shared {
+    pub(crate) fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            core: Mutex::new(Core::new()),
+        }
+    }
+
+    /// Locks the state. A panic while it was held (a bug) must not take every
+    /// other client down with it, so a poisoned lock is still used: each
+    /// request validates before it changes anything, so the state is whole.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A response header as etcd fills it: identity and term always, and the
+    /// current revision unless the response set one.
+    pub(crate) fn fill_header(&self, header: &mut Option<ResponseHeader>, core: &Core) {
+        let h = header.get_or_insert_with(Default::default);
+        h.cluster_id = self.identity.cluster_id;
+        h.member_id = self.identity.member_id;
+        h.raft_term = core.raft_term;
+        if h.revision == 0 {
+            h.revision = core.store.revision();
+        }
+    }
+
+    /// A header with no revision (what `MemberList` answers with).
+    pub(crate) fn header_without_revision(&self, core: &Core) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.identity.cluster_id,
+            member_id: self.identity.member_id,
+            raft_term: core.raft_term,
+            revision: 0,
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! An in-memory etcd v3 server for tests.
+//!
+//! `fake-etcd` speaks etcd 3.5's gRPC API over real TCP, so any etcd client
+//! (Rust's `etcd-client`, Go's `clientv3`, `etcdctl`) uses it unchanged: same
+//! revisions, same response headers, same error codes and messages.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let etcd = fake_etcd::FakeEtcd::start().await?;
+//! let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+//! let put = client.put("k", "v", None).await?;
+//! assert_eq!(put.header().unwrap().revision(), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - `mvcc`: the multi-version store (key histories in an ordered map).
+//! - `kv`: what KV requests mean: validation, then application to the store.
+//! - `core`: one member's state behind one lock, its identity and alarms.
+//! - `service`: tonic glue, one module per etcd service, and request limits.
+//! - `server`: [`FakeEtcd`], its builder, and the accept loop.
+//! - `error`: etcd's errors and their exact gRPC form.
+
+#![doc(test(attr(deny(warnings))))]
+
+mod core;
+mod error;
+mod kv;
+mod mvcc;
+mod revision;
+mod server;
+mod service;
+
+pub use server::{FakeEtcd, FakeEtcdBuilder};

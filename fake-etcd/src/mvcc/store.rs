@@ -1,0 +1,312 @@
+//! The store: keys in an ordered map, each with its history.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
+
+use super::KeyHistory;
+use crate::error::EtcdError;
+use crate::revision::Revision;
+
+/// Which keys a request addresses, decoded from etcd's `key`/`range_end` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyRange {
+    /// `range_end` empty: exactly this key.
+    Single(Bytes),
+    /// `range_end` is `"\0"`: every key ≥ this one.
+    From(Bytes),
+    /// `[key, range_end)`, with `key < range_end`.
+    Between(Bytes, Bytes),
+    /// `range_end ≤ key`: nothing (etcd answers with an empty result, not an error).
+    Empty,
+}
+
+impl KeyRange {
+    /// Decodes a request's `key` and `range_end` as etcd does.
+    pub(crate) fn new(key: &Bytes, range_end: &Bytes) -> Self {
+        match &range_end[..] {
+            [] => Self::Single(key.clone()),
+            [0] => Self::From(key.clone()),
+            end if end > &key[..] => Self::Between(key.clone(), range_end.clone()),
+            _ => Self::Empty,
+        }
+    }
+
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        match self {
+            Self::Single(k) => (Bound::Included(k), Bound::Included(k)),
+            Self::From(start) => (Bound::Included(start), Bound::Unbounded),
+            Self::Between(start, end) => (Bound::Included(start), Bound::Excluded(end)),
+            // An empty interval that `BTreeMap::range` accepts.
+            Self::Empty => (Bound::Excluded(&[]), Bound::Excluded(&[])),
+        }
+    }
+}
+
+/// The multi-version store. See the [module docs](super).
+#[derive(Debug)]
+pub(crate) struct Store {
+    keys: BTreeMap<Bytes, KeyHistory>,
+    /// The revision of the last write; 1 for an empty store, as in etcd.
+    revision: i64,
+    /// Reads below this revision fail. -1 until the first compaction, as in
+    /// etcd, which is why compacting at revision 0 succeeds once.
+    compact_revision: i64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            revision: 1,
+            compact_revision: -1,
+        }
+    }
+}
+
+impl Store {
+    /// The current revision.
+    pub(crate) fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The revision of the last compaction, -1 if there was none.
+    pub(crate) fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// Keys that have a retained history (live or not), for size estimates.
+    pub(crate) fn retained_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The keys of `range` that existed at revision `rev`, in key order.
+    ///
+    /// `rev` must be retained (≥ the compaction revision); callers check.
+    pub(crate) fn range_at<'s>(
+        &'s self,
+        range: &KeyRange,
+        rev: i64,
+    ) -> impl Iterator<Item = &'s KeyValue> + 's {
+        self.keys
+            .range::<[u8], _>(range.bounds())
+            .filter_map(move |(_, history)| history.at(rev))
+    }
+
+    /// The key as it is now.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.keys.get(key).and_then(KeyHistory::latest)
+    }
+
+    /// The key as it was at `rev`.
+    #[cfg(test)]
+    pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Option<&KeyValue> {
+        self.keys.get(key).and_then(|h| h.at(rev))
+    }
+
+    /// Starts a write. See [`WriteTxn`].
+    pub(crate) fn write(&mut self) -> WriteTxn<'_> {
+        WriteTxn {
+            store: self,
+            events: Vec::new(),
+        }
+    }
+
+    /// Compacts history at `rev`: reads below it fail from now on, and every
+    /// change no read at `rev` or later can see is freed.
+    ///
+    /// # Errors
+    ///
+    /// [`EtcdError::Compacted`] if `rev` is not above the last compaction,
+    /// [`EtcdError::FutureRevision`] if it is above the current revision.
+    pub(crate) fn compact(&mut self, rev: i64) -> Result<(), EtcdError> {
+        if rev <= self.compact_revision {
+            return Err(EtcdError::Compacted);
+        }
+        if rev > self.revision {
+            return Err(EtcdError::FutureRevision);
+        }
+        self.compact_revision = rev;
+        self.keys.retain(|_, history| history.compact(rev));
+        Ok(())
+    }
+}
+
+/// A write in progress: one request, or one txn.
+///
+/// Changes go straight into the store, under the revision after the one the
+/// write started from; the store takes that revision at the first change. So
+/// reads through [`WriteTxn::store`] see earlier changes of the same txn, and a
+/// write that changes nothing leaves the revision alone. Callers validate
+/// everything that can fail before the first change: a txn is all or nothing.
+#[derive(Debug)]
+pub(crate) struct WriteTxn<'s> {
+    store: &'s mut Store,
+    events: Vec<Event>,
+}
+
+impl WriteTxn<'_> {
+    /// The store, including the changes made so far.
+    pub(crate) fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Whether anything has changed yet.
+    pub(crate) fn changed(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    fn next_revision(&mut self) -> Revision {
+        if !self.changed() {
+            self.store.revision += 1;
+        }
+        Revision::new(self.store.revision, self.events.len() as i64)
+    }
+
+    /// Puts `key`, returning the previous value if there was one.
+    pub(crate) fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
+        let revision = self.next_revision();
+        let prev = self.store.get(&key).cloned();
+        let kv = KeyValue {
+            key: key.clone(),
+            create_revision: prev.as_ref().map_or(revision.main, |p| p.create_revision),
+            mod_revision: revision.main,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        };
+        match self.store.keys.get_mut(&key) {
+            Some(history) => history.put(revision, kv.clone()),
+            None => {
+                self.store
+                    .keys
+                    .insert(key, KeyHistory::created(revision, kv.clone()));
+            }
+        }
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: prev.clone(),
+        });
+        prev
+    }
+
+    /// Deletes every live key of `range`, in key order, returning what was
+    /// deleted.
+    pub(crate) fn delete_range(&mut self, range: &KeyRange) -> Vec<KeyValue> {
+        let rev = self.store.revision;
+        let deleted: Vec<KeyValue> = self.store.range_at(range, rev).cloned().collect();
+        for prev in &deleted {
+            let revision = self.next_revision();
+            if let Some(history) = self.store.keys.get_mut(&prev.key) {
+                history.tombstone(revision);
+            }
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: prev.key.clone(),
+                    mod_revision: revision.main,
+                    ..Default::default()
+                }),
+                prev_kv: Some(prev.clone()),
+            });
+        }
+        deleted
+    }
+
+    /// Ends the write, returning its events in the order they happened (empty
+    /// if nothing changed). Each event carries the key's previous value.
+    pub(crate) fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn keys_at(store: &Store, range: &KeyRange, rev: i64) -> Vec<String> {
+        store
+            .range_at(range, rev)
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn range_end_rules() {
+        assert_eq!(KeyRange::new(&b("a"), &b("")), KeyRange::Single(b("a")));
+        assert_eq!(
+            KeyRange::new(&b("a"), &Bytes::from_static(b"\0")),
+            KeyRange::From(b("a"))
+        );
+        assert_eq!(
+            KeyRange::new(&b("a"), &b("c")),
+            KeyRange::Between(b("a"), b("c"))
+        );
+        assert_eq!(KeyRange::new(&b("c"), &b("a")), KeyRange::Empty);
+        assert_eq!(KeyRange::new(&b("a"), &b("a")), KeyRange::Empty);
+    }
+
+    #[test]
+    fn one_revision_per_write_and_none_for_a_noop() {
+        let mut store = Store::default();
+        assert_eq!(store.revision(), 1);
+        let mut txn = store.write();
+        txn.put(b("a"), b("1"), 0);
+        txn.put(b("b"), b("2"), 0);
+        let events = txn.into_events();
+        assert_eq!(events.len(), 2);
+        assert_eq!(store.revision(), 2);
+
+        let mut txn = store.write();
+        assert!(txn.delete_range(&KeyRange::Single(b("missing"))).is_empty());
+        assert!(txn.into_events().is_empty());
+        assert_eq!(store.revision(), 2);
+    }
+
+    #[test]
+    fn versions_and_generations() {
+        let mut store = Store::default();
+        store.write().put(b("k"), b("1"), 0);
+        store.write().put(b("k"), b("2"), 0);
+        let kv = store.get(b"k").unwrap();
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+        store.write().delete_range(&KeyRange::Single(b("k")));
+        assert!(store.get(b"k").is_none());
+        store.write().put(b("k"), b("3"), 0);
+        let kv = store.get(b"k").unwrap();
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+        assert_eq!(&store.get_at(b"k", 3).unwrap().value[..], b"2");
+    }
+
+    #[test]
+    fn reads_at_old_revisions_and_compaction() {
+        let mut store = Store::default();
+        for (i, k) in ["a", "b", "c"].iter().enumerate() {
+            store.write().put(b(k), b(&i.to_string()), 0);
+        }
+        store.write().delete_range(&KeyRange::Single(b("b")));
+        let all = KeyRange::From(Bytes::from_static(b"\0"));
+        assert_eq!(keys_at(&store, &all, 3), ["a", "b"]);
+        assert_eq!(keys_at(&store, &all, 5), ["a", "c"]);
+
+        assert_eq!(store.compact(6), Err(EtcdError::FutureRevision));
+        store.compact(5).unwrap();
+        assert_eq!(store.compact(5), Err(EtcdError::Compacted));
+        assert_eq!(store.retained_keys(), 2, "b's history is freed");
+        assert_eq!(keys_at(&store, &all, 5), ["a", "c"]);
+    }
+
+    #[test]
+    fn compacting_revision_zero_succeeds_once() {
+        let mut store = Store::default();
+        store.compact(0).unwrap();
+        assert_eq!(store.compact(0), Err(EtcdError::Compacted));
+    }
+}

@@ -1,0 +1,119 @@
+//! `etcdserverpb.Maintenance`: status, alarms and defragmentation of a single
+//! in-memory member.
+
+use std::sync::Arc;
+
+use etcd_proto::etcdserverpb::{
+    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
+    DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::unimplemented;
+use crate::core::{Shared, ETCD_VERSION};
+
+/// A fresh etcd's database file: bbolt's initial pages.
+const EMPTY_DB_BYTES: i64 = 20_480;
+/// An estimate of what one retained key costs in etcd's database.
+const BYTES_PER_KEY: i64 = 128;
+
+/// The Maintenance service of one member.
+#[derive(Debug, Clone)]
+pub(crate) struct MaintenanceService {
+    shared: Arc<Shared>,
+}
+
+impl MaintenanceService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let req = request.into_inner();
+        let mut core = self.shared.lock();
+        let alarms = core.alarm(req.action, req.member_id, req.alarm);
+        let mut resp = AlarmResponse {
+            header: None,
+            alarms,
+        };
+        self.shared.fill_header(&mut resp.header, &core);
+        Ok(Response::new(resp))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let core = self.shared.lock();
+        let db_size = EMPTY_DB_BYTES + BYTES_PER_KEY * core.store.retained_keys() as i64;
+        let mut errors = Vec::new();
+        if core.no_space() {
+            errors.push(format!(
+                "memberID:{} alarm:{} ",
+                self.shared.identity.member_id, "NOSPACE"
+            ));
+        }
+        let mut resp = StatusResponse {
+            header: None,
+            version: ETCD_VERSION.to_owned(),
+            db_size,
+            leader: self.shared.identity.member_id,
+            raft_index: core.raft_index,
+            raft_term: core.raft_term,
+            raft_applied_index: core.raft_index,
+            errors,
+            db_size_in_use: db_size,
+            is_learner: false,
+        };
+        self.shared.fill_header(&mut resp.header, &core);
+        Ok(Response::new(resp))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        // Memory needs no defragmenting; compaction already freed it.
+        let core = self.shared.lock();
+        let mut resp = DefragmentResponse::default();
+        self.shared.fill_header(&mut resp.header, &core);
+        Ok(Response::new(resp))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(unimplemented("Maintenance.Hash"))
+    }
+
+    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(unimplemented("Maintenance.HashKV"))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(unimplemented("Maintenance.Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(unimplemented("Maintenance.MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(unimplemented("Maintenance.Downgrade"))
+    }
+}
