@@ -1,1 +1,251 @@
-//! placeholder
+//! One suite of etcd scenarios, two targets.
+//!
+//! Every scenario is an `async fn(&mut Scenario)`: it talks to etcd through
+//! the [`Scenario`]'s clients and checks what etcd 3.5 answers. The target is
+//! chosen once per process:
+//!
+//! - `ETCD_ENDPOINTS` unset: each scenario gets its own in-process
+//!   [`FakeEtcd`](fake_etcd::FakeEtcd).
+//! - `ETCD_ENDPOINTS=http://127.0.0.1:2379[,...]`: every scenario runs on that
+//!   etcd, concurrently.
+//!
+//! Scenarios work under their own key prefix ([`Scenario::key`]) and reason
+//! about revisions relative to those they observed, so they can share one real
+//! etcd. Compaction is global on a real etcd, so a scenario that compacts
+//! takes the history lock exclusively ([`run_exclusive`]) while every other
+//! scenario holds it shared.
+//!
+//! # Layout
+//!
+//! - [`scenarios`]: the scenario bodies, by area.
+//! - [`Target`], [`Scenario`], [`run`]: choosing the target and running a
+//!   scenario against it.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! conformance::run(conformance::scenarios::kv::put_versions_and_revisions).await;
+//! # }
+//! ```
+
+pub mod scenarios;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use etcd_proto::etcdserverpb::{
+    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+};
+use fake_etcd::FakeEtcd;
+use tokio::sync::RwLock;
+use tonic::transport::Channel;
+
+/// The environment variable that points the suite at a real etcd.
+pub const ENDPOINTS_VAR: &str = "ETCD_ENDPOINTS";
+
+/// Where the scenarios run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A fresh in-process fake per scenario.
+    Fake,
+    /// A real etcd at these endpoints.
+    Real(Vec<String>),
+}
+
+impl Target {
+    /// The target of this process, read from [`ENDPOINTS_VAR`] once.
+    pub fn current() -> &'static Target {
+        static TARGET: OnceLock<Target> = OnceLock::new();
+        TARGET.get_or_init(|| match std::env::var(ENDPOINTS_VAR) {
+            Ok(list) if !list.trim().is_empty() => {
+                Target::Real(list.split(',').map(|e| e.trim().to_owned()).collect())
+            }
+            _ => Target::Fake,
+        })
+    }
+
+    /// Whether scenarios run against the fake.
+    pub fn is_fake(&self) -> bool {
+        matches!(self, Target::Fake)
+    }
+}
+
+/// Serializes scenarios that compact (exclusive) against every other
+/// scenario (shared), since compaction trims history for everyone.
+static HISTORY: RwLock<()> = RwLock::const_new(());
+
+/// One scenario's view of the target: clients, a key prefix of its own, and
+/// the fake when the target is the fake.
+pub struct Scenario {
+    client: etcd_client::Client,
+    kv: KvClient<Channel>,
+    maintenance: MaintenanceClient<Channel>,
+    cluster: ClusterClient<Channel>,
+    prefix: String,
+    endpoints: Vec<String>,
+    fake: Option<FakeEtcd>,
+}
+
+impl Scenario {
+    async fn connect(name: &str) -> Self {
+        let (fake, endpoints) = match Target::current() {
+            Target::Fake => {
+                let fake = FakeEtcd::start().await.expect("start the fake");
+                let endpoint = fake.endpoint();
+                (Some(fake), vec![endpoint])
+            }
+            Target::Real(endpoints) => (None, endpoints.clone()),
+        };
+        let client = etcd_client::Client::connect(&endpoints, None)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {endpoints:?}: {e}"));
+        let channel = Channel::from_shared(endpoints[0].clone())
+            .expect("endpoint URL")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", endpoints[0]));
+        // Large enough for the request-size scenarios to reach the server.
+        let kv = KvClient::new(channel.clone())
+            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(64 << 20);
+        Scenario {
+            client,
+            kv,
+            maintenance: MaintenanceClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
+            prefix: unique_prefix(name),
+            endpoints,
+            fake,
+        }
+    }
+
+    /// The `etcd-client` crate's client, as applications use it (a cheap
+    /// clone of the scenario's).
+    pub fn client(&self) -> etcd_client::Client {
+        self.client.clone()
+    }
+
+    /// A raw KV client, for requests `etcd-client` cannot express and for
+    /// checking every field of a response.
+    pub fn kv(&self) -> KvClient<Channel> {
+        self.kv.clone()
+    }
+
+    /// A raw Maintenance client.
+    pub fn maintenance(&self) -> MaintenanceClient<Channel> {
+        self.maintenance.clone()
+    }
+
+    /// A raw Cluster client.
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        self.cluster.clone()
+    }
+
+    /// `name` under this scenario's prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// This scenario's prefix; every key it writes starts with it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The end of this scenario's prefix range (`prefix` with its last byte
+    /// incremented), for range requests over all of its keys.
+    pub fn prefix_end(&self) -> Vec<u8> {
+        let mut end = self.prefix.clone().into_bytes();
+        *end.last_mut().expect("non-empty prefix") += 1;
+        end
+    }
+
+    /// The endpoints of the target.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The fake, when the target is the fake.
+    pub fn fake(&self) -> Option<&FakeEtcd> {
+        self.fake.as_ref()
+    }
+
+    /// Whether the target is the fake.
+    pub fn is_fake(&self) -> bool {
+        self.fake.is_some()
+    }
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("prefix", &self.prefix)
+            .field("endpoints", &self.endpoints)
+            .field("fake", &self.fake)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unique_prefix(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("/conformance/{name}/{nanos:x}-{}-{n}/", std::process::id())
+}
+
+/// Runs a scenario against the target, sharing history with other scenarios.
+pub async fn run<F>(scenario: F)
+where
+    F: for<'s> AsyncScenario<'s>,
+{
+    let _shared = HISTORY.read().await;
+    let mut s = Scenario::connect(
+        std::any::type_name::<F>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("scenario"),
+    )
+    .await;
+    scenario.call(&mut s).await;
+}
+
+/// Runs a scenario that compacts (or otherwise needs the target's history to
+/// itself) with no other scenario running.
+pub async fn run_exclusive<F>(scenario: F)
+where
+    F: for<'s> AsyncScenario<'s>,
+{
+    let _exclusive = HISTORY.write().await;
+    let mut s = Scenario::connect(
+        std::any::type_name::<F>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("scenario"),
+    )
+    .await;
+    scenario.call(&mut s).await;
+}
+
+/// An `async fn(&mut Scenario)`.
+pub trait AsyncScenario<'s> {
+    /// The future the scenario returns.
+    type Future: Future<Output = ()> + 's;
+    /// Runs the scenario.
+    fn call(self, s: &'s mut Scenario) -> Self::Future;
+}
+
+impl<'s, F, Fut> AsyncScenario<'s> for F
+where
+    F: FnOnce(&'s mut Scenario) -> Fut,
+    Fut: Future<Output = ()> + 's,
+{
+    type Future = Fut;
+    fn call(self, s: &'s mut Scenario) -> Fut {
+        self(s)
+    }
+}

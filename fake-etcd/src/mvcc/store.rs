@@ -39,8 +39,9 @@ impl KeyRange {
             Self::Single(k) => (Bound::Included(k), Bound::Included(k)),
             Self::From(start) => (Bound::Included(start), Bound::Unbounded),
             Self::Between(start, end) => (Bound::Included(start), Bound::Excluded(end)),
-            // An empty interval that `BTreeMap::range` accepts.
-            Self::Empty => (Bound::Excluded(&[]), Bound::Excluded(&[])),
+            // An empty interval that `BTreeMap::range` accepts (it panics on
+            // two equal excluded bounds).
+            Self::Empty => (Bound::Included(&[]), Bound::Excluded(&[])),
         }
     }
 }
@@ -254,6 +255,13 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_range_reads_nothing() {
+        let mut store = Store::default();
+        store.write().put(b("a"), b("1"), 0);
+        assert_eq!(store.range_at(&KeyRange::Empty, 2).count(), 0);
+    }
+
+    #[test]
     fn one_revision_per_write_and_none_for_a_noop() {
         let mut store = Store::default();
         assert_eq!(store.revision(), 1);
@@ -299,8 +307,17 @@ mod tests {
         assert_eq!(store.compact(6), Err(EtcdError::FutureRevision));
         store.compact(5).unwrap();
         assert_eq!(store.compact(5), Err(EtcdError::Compacted));
-        assert_eq!(store.retained_keys(), 2, "b's history is freed");
+        assert_eq!(
+            store.retained_keys(),
+            3,
+            "b's tombstone at the compaction point stays"
+        );
         assert_eq!(keys_at(&store, &all, 5), ["a", "c"]);
+
+        store.write().put(b("d"), b("3"), 0);
+        store.compact(6).unwrap();
+        assert_eq!(store.retained_keys(), 3, "b's history is freed");
+        assert_eq!(keys_at(&store, &all, 6), ["a", "c", "d"]);
     }
 
     #[test]

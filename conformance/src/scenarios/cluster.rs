@@ -1,0 +1,67 @@
+//! Maintenance.Status, Cluster.MemberList and the alarm list, as a
+//! single-member etcd answers them.
+
+use etcd_proto::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmRequest, AlarmType, MemberListRequest, StatusRequest,
+};
+
+use crate::Scenario;
+
+/// Status reports a 3.5 version, this member as leader, and a full header.
+pub async fn status_of_a_single_member(s: &mut Scenario) {
+    let status = s
+        .maintenance
+        .status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.version.starts_with("3.5."), "{}", status.version);
+    let header = status.header.expect("header");
+    assert_eq!(status.leader, header.member_id);
+    assert!(header.revision > 0 && header.raft_term > 0 && header.cluster_id != 0);
+    assert_eq!(status.raft_term, header.raft_term);
+    assert!(status.db_size > 0 && status.db_size_in_use > 0 && status.raft_index > 0);
+    assert!(!status.is_learner);
+    assert!(status.errors.is_empty(), "{:?}", status.errors);
+}
+
+/// MemberList lists one member, with a header that has no revision.
+pub async fn member_list(s: &mut Scenario) {
+    let list = s
+        .cluster
+        .member_list(MemberListRequest {
+            linearizable: false,
+        })
+        .await
+        .expect("member list")
+        .into_inner();
+    let header = list.header.expect("header");
+    assert_eq!(
+        header.revision, 0,
+        "etcd's MemberList header has no revision"
+    );
+    assert!(header.member_id != 0 && header.cluster_id != 0 && header.raft_term != 0);
+    let member = list
+        .members
+        .iter()
+        .find(|m| m.id == header.member_id)
+        .expect("this member is listed");
+    assert!(!member.client_ur_ls.is_empty() && !member.peer_ur_ls.is_empty() && !member.is_learner);
+}
+
+/// No alarms are raised on a healthy member (what `endpoint health` checks).
+pub async fn no_alarms(s: &mut Scenario) {
+    let req = AlarmRequest {
+        action: AlarmAction::Get as i32,
+        member_id: 0,
+        alarm: AlarmType::None as i32,
+    };
+    let alarms = s
+        .maintenance
+        .alarm(req)
+        .await
+        .expect("alarm list")
+        .into_inner();
+    assert!(alarms.alarms.is_empty());
+    assert!(alarms.header.expect("header").revision > 0);
+}
