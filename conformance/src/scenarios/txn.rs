@@ -83,7 +83,7 @@ pub async fn compare_targets(s: &mut Scenario) {
     use CompareResult::{Equal, Greater, Less, NotEqual};
     use CompareTarget::{Create, Lease, Mod, Value, Version};
     let rev = put(s, "k", "m").await;
-    put(s, "k", "m").await;
+    let second = put(s, "k", "m").await;
     let cases = [
         (cmp(s, "k", Version, Equal, TargetUnion::Version(2)), true),
         (cmp(s, "k", Version, Greater, TargetUnion::Version(1)), true),
@@ -93,11 +93,11 @@ pub async fn compare_targets(s: &mut Scenario) {
             true,
         ),
         (
-            cmp(s, "k", Mod, Equal, TargetUnion::ModRevision(rev + 1)),
+            cmp(s, "k", Mod, Equal, TargetUnion::ModRevision(second)),
             true,
         ),
         (
-            cmp(s, "k", Mod, NotEqual, TargetUnion::ModRevision(rev + 1)),
+            cmp(s, "k", Mod, NotEqual, TargetUnion::ModRevision(second)),
             false,
         ),
         (cmp(s, "k", Value, Equal, TargetUnion::Value(b("m"))), true),
