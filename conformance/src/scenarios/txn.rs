@@ -197,7 +197,7 @@ pub async fn branches_revisions_and_headers(s: &mut Scenario) {
     };
     let resp = txn(s, req).await;
     assert!(resp.succeeded);
-    let header = resp.header.clone().unwrap();
+    let header = resp.header.unwrap();
     let rev = header.revision;
     assert!(header.cluster_id != 0 && header.member_id != 0);
     let inner: Vec<_> = resp
@@ -205,9 +205,9 @@ pub async fn branches_revisions_and_headers(s: &mut Scenario) {
         .iter()
         .map(|r| {
             let h = match &r.response {
-                Some(Response::ResponseRange(x)) => x.header.clone(),
-                Some(Response::ResponsePut(x)) => x.header.clone(),
-                Some(Response::ResponseDeleteRange(x)) => x.header.clone(),
+                Some(Response::ResponseRange(x)) => x.header,
+                Some(Response::ResponsePut(x)) => x.header,
+                Some(Response::ResponseDeleteRange(x)) => x.header,
                 _ => None,
             }
             .expect("inner header");
@@ -275,7 +275,7 @@ pub async fn nested_txns(s: &mut Scenario) {
                 "a nested compare sees the state before the txn"
             );
             assert_eq!(
-                inner.header.clone().unwrap_or_default(),
+                inner.header.unwrap_or_default(),
                 Default::default(),
                 "nested header is empty"
             );

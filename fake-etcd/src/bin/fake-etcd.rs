@@ -1,6 +1,7 @@
 //! `fake-etcd`: the in-memory etcd as a standalone server, for etcdctl and
 //! clients in any language. It takes etcd's own flag names where they apply.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -45,6 +46,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     if let Some(dir) = &args.data_dir {
