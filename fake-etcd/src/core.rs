@@ -8,13 +8,16 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use etcd_proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmMember, AlarmType, ResponseHeader,
 };
+use tokio::sync::Notify;
 
-use crate::kv::LeaseAttachments;
-use crate::mvcc::Store;
+use crate::clock::Clock;
+use crate::lease::{LeaseError, Lessor};
+use crate::mvcc::{KeyRange, Store};
 
 /// etcd's default cluster ID for a single member started with no flags.
 pub(crate) const DEFAULT_CLUSTER_ID: u64 = 14_841_639_068_965_178_418;
@@ -39,6 +42,7 @@ pub(crate) struct Identity {
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) store: Store,
+    pub(crate) lessor: Lessor,
     pub(crate) raft_term: u64,
     /// Entries "applied by raft": one per write request, as in etcd, whose
     /// index a client sees in `Status`.
@@ -47,9 +51,10 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    fn new() -> Self {
+    fn new(member_id: u64) -> Self {
         Self {
             store: Store::default(),
+            lessor: Lessor::new(member_id),
             raft_term: INITIAL_RAFT_TERM,
             // A fresh etcd member has applied a few configuration entries
             // before it serves its first request.
@@ -93,38 +98,56 @@ impl Core {
         }
     }
 
-    /// The leases keys may be attached to.
-    pub(crate) fn leases(&mut self) -> (&mut Store, NoLeases) {
-        (&mut self.store, NoLeases)
+    /// The store and the lessor, borrowed together for a KV write.
+    pub(crate) fn store_and_leases(&mut self) -> (&mut Store, &mut Lessor) {
+        (&mut self.store, &mut self.lessor)
     }
-}
 
-/// The lessor of a member that grants no leases: every lease is unknown, so a
-/// put with a lease fails as etcd fails it ("requested lease not found").
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NoLeases;
-
-impl LeaseAttachments for NoLeases {
-    fn exists(&self, _lease: i64) -> bool {
-        false
+    /// Revokes a lease: its keys are deleted in one write (one revision, if
+    /// it had any), in key order.
+    pub(crate) fn revoke(&mut self, id: i64) -> Result<(), LeaseError> {
+        let lease = self.lessor.remove(id)?;
+        self.delete_lease_keys(lease.keys);
+        Ok(())
     }
-    fn attach(&mut self, _lease: i64, _key: &bytes::Bytes) {}
-    fn detach(&mut self, _lease: i64, _key: &bytes::Bytes) {}
+
+    /// Expires every lease whose deadline is at or before `now`, soonest
+    /// first, each as a revoke. Returns how many expired.
+    pub(crate) fn expire_due(&mut self, now: Duration) -> usize {
+        let mut expired = 0;
+        while let Some(lease) = self.lessor.pop_expired(now) {
+            // etcd expires a lease by proposing a revoke through raft.
+            self.record_raft_entry();
+            self.delete_lease_keys(lease.keys);
+            expired += 1;
+        }
+        expired
+    }
+
+    fn delete_lease_keys(&mut self, keys: BTreeSet<bytes::Bytes>) {
+        let mut write = self.store.write();
+        for key in keys {
+            write.delete_range(&KeyRange::Single(key));
+        }
+        let _events = write.into_events();
+    }
 }
 
 /// What the services share: identity and state.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) identity: Identity,
+    pub(crate) clock: Clock,
+    /// Wakes the expiry task when a lease may now expire sooner than the
+    /// deadline it sleeps towards.
+    pub(crate) expiry_wakeup: Notify,
     core: Mutex<Core>,
 }
 
 impl Shared {
-    pub(crate) fn new(identity: Identity) -> Self {
-        Self {
-            identity,
-            core: Mutex::new(Core::new()),
-        }
+    pub(crate) fn new(identity: Identity, clock: Clock) -> Self {
+        let core = Mutex::new(Core::new(identity.member_id));
+        Self { identity, clock, expiry_wakeup: Notify::new(), core }
     }
 
     /// Locks the state. A panic while it was held (a bug) must not take every

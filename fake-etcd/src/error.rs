@@ -29,6 +29,10 @@ pub(crate) enum EtcdError {
     RequestTooLarge,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
 }
@@ -44,7 +48,8 @@ impl EtcdError {
             | Self::TooManyOps
             | Self::DuplicateKey
             | Self::RequestTooLarge => Code::InvalidArgument,
-            Self::Compacted | Self::FutureRevision => Code::OutOfRange,
+            Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
+            Self::LeaseExists => Code::FailedPrecondition,
             Self::LeaseNotFound => Code::NotFound,
             Self::NoSpace => Code::ResourceExhausted,
         }
@@ -114,6 +119,16 @@ mod tests {
                 EtcdError::LeaseNotFound,
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                EtcdError::LeaseExists,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                EtcdError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
             ),
             (
                 EtcdError::NoSpace,

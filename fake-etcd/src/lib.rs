@@ -19,6 +19,8 @@
 //!
 //! - `mvcc`: the multi-version store (key histories in an ordered map).
 //! - `kv`: what KV requests mean: validation, then application to the store.
+//! - `lease`: the lessor, with its deadline queue.
+//! - `clock`: where time comes from ([`TimeSource`]).
 //! - `core`: one member's state behind one lock, its identity and alarms.
 //! - `service`: tonic glue, one module per etcd service, and request limits.
 //! - `server`: [`FakeEtcd`], its builder, and the accept loop.
@@ -26,12 +28,15 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod clock;
 mod core;
 mod error;
 mod kv;
+mod lease;
 mod mvcc;
 mod revision;
 mod server;
 mod service;
 
-pub use server::{FakeEtcd, FakeEtcdBuilder};
+pub use clock::TimeSource;
+pub use server::{FakeEtcd, FakeEtcdBuilder, LeaseInfo};

@@ -12,9 +12,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use etcd_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,10 +26,11 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 
+use crate::clock::{Clock, TimeSource};
 use crate::core::{Identity, Shared, DEFAULT_CLUSTER_ID, DEFAULT_MEMBER_ID};
 use crate::service::{
-    cluster::ClusterService, kv::KvService, limits::GrpcGoLimitErrors, limits::MAX_RECV_BYTES,
-    maintenance::MaintenanceService,
+    cluster::ClusterService, kv::KvService, lease::LeaseService, limits::GrpcGoLimitErrors,
+    limits::MAX_RECV_BYTES, maintenance::MaintenanceService,
 };
 
 /// A running fake etcd member, listening on a loopback port.
@@ -85,6 +88,104 @@ impl FakeEtcd {
     pub fn revision(&self) -> i64 {
         self.shared.lock().store.revision()
     }
+
+    /// Moves the member's clock forward by `by` and expires every lease that
+    /// falls due, soonest deadline first, before returning: a 30 s lease
+    /// is gone, with its keys, as soon as `advance(31 s)` returns.
+    ///
+    /// With [`TimeSource::Tokio`] this advances tokio's paused clock (so the
+    /// client's timers move too).
+    ///
+    /// # Panics
+    ///
+    /// With [`TimeSource::Real`], whose time cannot be moved; and with
+    /// [`TimeSource::Tokio`] if tokio's clock is not paused.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let etcd = fake_etcd::FakeEtcd::start().await?;
+    /// let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    /// let lease = client.lease_grant(30, None).await?.id();
+    /// let attach = etcd_client::PutOptions::new().with_lease(lease);
+    /// client.put("service/a", "10.0.0.1:80", Some(attach)).await?;
+    ///
+    /// etcd.advance(Duration::from_secs(31)).await;
+    ///
+    /// assert!(client.get("service/a", None).await?.kvs().is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn advance(&self, by: Duration) {
+        match &self.shared.clock {
+            Clock::Virtual { .. } => {
+                self.shared.clock.advance_virtual(by);
+            }
+            Clock::Tokio { .. } => tokio::time::advance(by).await,
+            Clock::Real { .. } => panic!("FakeEtcd::advance: real time cannot be advanced; use TimeSource::Virtual or TimeSource::Tokio"),
+        }
+        self.shared.lock().expire_due(self.shared.clock.now());
+    }
+
+    /// Time on the member's clock since it started.
+    pub fn elapsed(&self) -> Duration {
+        self.shared.clock.now()
+    }
+
+    /// Expires a lease now, as etcd does when its TTL lapses: its keys are
+    /// deleted in one revision. Returns `false` if there is no such lease.
+    pub fn expire_lease(&self, id: i64) -> bool {
+        self.shared.lock().revoke(id).is_ok()
+    }
+
+    /// A lease's state, for assertions; `None` if it does not exist.
+    pub fn lease(&self, id: i64) -> Option<LeaseInfo> {
+        let now = self.shared.clock.now();
+        self.shared
+            .lock()
+            .lessor
+            .get(id)
+            .map(|l| LeaseInfo::of(l, now))
+    }
+
+    /// Every lease, soonest expiry first.
+    pub fn leases(&self) -> Vec<LeaseInfo> {
+        let now = self.shared.clock.now();
+        self.shared
+            .lock()
+            .lessor
+            .by_deadline()
+            .map(|l| LeaseInfo::of(l, now))
+            .collect()
+    }
+}
+
+/// A lease as the member sees it (see [`FakeEtcd::lease`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseInfo {
+    /// The lease ID.
+    pub id: i64,
+    /// The TTL it was granted, in seconds (after raising to etcd's minimum).
+    pub granted_ttl: i64,
+    /// Time left before it expires.
+    pub remaining: Duration,
+    /// The keys attached to it, in key order.
+    pub keys: Vec<Vec<u8>>,
+}
+
+impl LeaseInfo {
+    fn of(lease: &crate::lease::Lease, now: Duration) -> Self {
+        Self {
+            id: lease.id,
+            granted_ttl: lease.ttl,
+            remaining: lease.deadline.saturating_sub(now),
+            keys: lease.keys.iter().map(|k| k.to_vec()).collect(),
+        }
+    }
 }
 
 impl Drop for FakeEtcd {
@@ -113,9 +214,17 @@ pub struct FakeEtcdBuilder {
     cluster_id: Option<u64>,
     member_id: Option<u64>,
     advertise_client_urls: Vec<String>,
+    time: TimeSource,
 }
 
 impl FakeEtcdBuilder {
+    /// Where the member's time comes from ([`TimeSource::Virtual`] unless
+    /// set).
+    pub fn time(mut self, source: TimeSource) -> Self {
+        self.time = source;
+        self
+    }
+
     /// Serves on this listener instead of binding a free loopback port.
     pub fn listener(mut self, listener: TcpListener) -> Self {
         self.listener = Some(listener);
@@ -195,7 +304,7 @@ impl FakeEtcdBuilder {
             peer_urls: vec!["http://localhost:2380".to_owned()],
             client_urls,
         };
-        let shared = Arc::new(Shared::new(identity));
+        let shared = Arc::new(Shared::new(identity, Clock::new(self.time)));
         let shutdown = CancellationToken::new();
         let serving = serve(listener, Arc::clone(&shared), shutdown.clone());
         Ok((
@@ -220,6 +329,10 @@ async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
+    if shared.clock.moves_by_itself() {
+        tokio::spawn(expire_leases_on_time(Arc::clone(&shared), shutdown.clone()));
+    }
+
     let connections = {
         let shutdown = shutdown.clone();
         TcpListenerStream::new(listener).map(move |stream| {
@@ -242,12 +355,40 @@ async fn serve(
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .add_service(
+            LeaseServer::new(LeaseService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
             ClusterServer::new(ClusterService::new(shared))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
         .await
         .map_err(io::Error::other)
+}
+
+/// Expires leases when their deadlines pass, for clocks that move by
+/// themselves: sleeps until the earliest deadline, or until a grant may have
+/// made an earlier one.
+async fn expire_leases_on_time(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let next = {
+            let mut core = shared.lock();
+            core.expire_due(shared.clock.now());
+            core.lessor.next_deadline()
+        };
+        let due = async {
+            match next {
+                Some(deadline) => shared.clock.sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = due => {}
+            () = shared.expiry_wakeup.notified() => {}
+        }
+    }
 }
 
 /// A client connection that breaks when the server shuts down.

@@ -69,6 +69,7 @@ async fn main() -> ExitCode {
     let served = fake_etcd::FakeEtcd::builder()
         .listener(listener)
         .name(args.name)
+        .time(fake_etcd::TimeSource::Real)
         .advertise_client_urls(args.advertise_client_urls)
         .serve(async {
             // If Ctrl-C cannot be watched, serve until killed.

@@ -48,8 +48,8 @@ impl Kv for KvService {
         if core.no_space() {
             return Err(EtcdError::NoSpace.into());
         }
-        let (store, mut leases) = core.leases();
-        let (mut resp, _events) = apply::put(store, &mut leases, &req)?;
+        let (store, leases) = core.store_and_leases();
+        let (mut resp, _events) = apply::put(store, leases, &req)?;
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
     }
@@ -63,8 +63,8 @@ impl Kv for KvService {
         check_raft_size(&req)?;
         let mut core = self.shared.lock();
         core.record_raft_entry();
-        let (store, mut leases) = core.leases();
-        let (mut resp, _events) = apply::delete_range(store, &mut leases, &req);
+        let (store, leases) = core.store_and_leases();
+        let (mut resp, _events) = apply::delete_range(store, leases, &req);
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
     }
@@ -83,8 +83,8 @@ impl Kv for KvService {
                 return Err(EtcdError::NoSpace.into());
             }
         }
-        let (store, mut leases) = core.leases();
-        let (mut resp, _events) = apply::txn(store, &mut leases, &req)?;
+        let (store, leases) = core.store_and_leases();
+        let (mut resp, _events) = apply::txn(store, leases, &req)?;
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
     }

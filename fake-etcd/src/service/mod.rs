@@ -7,6 +7,7 @@
 
 pub(crate) mod cluster;
 pub(crate) mod kv;
+pub(crate) mod lease;
 pub(crate) mod limits;
 pub(crate) mod maintenance;
 
