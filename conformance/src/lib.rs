@@ -37,8 +37,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::Duration;
+
 use etcd_proto::etcdserverpb::{
-    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient,
 };
 use fake_etcd::FakeEtcd;
 use tokio::sync::RwLock;
@@ -85,6 +88,7 @@ pub struct Scenario {
     kv: KvClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
     cluster: ClusterClient<Channel>,
+    lease: LeaseClient<Channel>,
     prefix: String,
     endpoints: Vec<String>,
     fake: Option<FakeEtcd>,
@@ -116,7 +120,8 @@ impl Scenario {
             client,
             kv,
             maintenance: MaintenanceClient::new(channel.clone()),
-            cluster: ClusterClient::new(channel),
+            cluster: ClusterClient::new(channel.clone()),
+            lease: LeaseClient::new(channel),
             prefix: unique_prefix(name),
             endpoints,
             fake,
@@ -143,6 +148,32 @@ impl Scenario {
     /// A raw Cluster client.
     pub fn cluster(&self) -> ClusterClient<Channel> {
         self.cluster.clone()
+    }
+
+    /// A raw Lease client.
+    pub fn lease(&self) -> LeaseClient<Channel> {
+        self.lease.clone()
+    }
+
+    /// Lets `duration` pass on the target: the fake's clock is advanced
+    /// (instantly, running every expiry that falls due); a real etcd is
+    /// waited on.
+    pub async fn pass(&self, duration: Duration) {
+        match &self.fake {
+            Some(fake) => fake.advance(duration).await,
+            None => tokio::time::sleep(duration).await,
+        }
+    }
+
+    /// Lets a lease of `ttl` seconds, last renewed now, expire: the fake
+    /// expires it exactly at its deadline; a real etcd checks every 500 ms,
+    /// so it is given a margin.
+    pub async fn pass_ttl(&self, ttl: i64) {
+        let ttl = Duration::from_secs(ttl.unsigned_abs());
+        match &self.fake {
+            Some(fake) => fake.advance(ttl).await,
+            None => tokio::time::sleep(ttl + Duration::from_millis(1500)).await,
+        }
     }
 
     /// `name` under this scenario's prefix.

@@ -147,7 +147,12 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(identity: Identity, clock: Clock) -> Self {
         let core = Mutex::new(Core::new(identity.member_id));
-        Self { identity, clock, expiry_wakeup: Notify::new(), core }
+        Self {
+            identity,
+            clock,
+            expiry_wakeup: Notify::new(),
+            core,
+        }
     }
 
     /// Locks the state. A panic while it was held (a bug) must not take every
