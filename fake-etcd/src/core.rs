@@ -58,7 +58,7 @@ impl Core {
             raft_term: INITIAL_RAFT_TERM,
             // A fresh etcd member has applied a few configuration entries
             // before it serves its first request.
-            raft_index: 4,
+            raft_index: 5,
             alarms: BTreeSet::new(),
         }
     }

@@ -1,0 +1,63 @@
+//! Embedding: many fakes in one process, and drop as shutdown.
+
+use std::time::Duration;
+
+use fake_etcd::FakeEtcd;
+
+#[tokio::test]
+async fn many_fakes_run_side_by_side_with_their_own_data() {
+    let first = FakeEtcd::start().await.unwrap();
+    let second = FakeEtcd::start().await.unwrap();
+    assert_ne!(first.addr(), second.addr());
+    let mut a = etcd_client::Client::connect([first.endpoint()], None)
+        .await
+        .unwrap();
+    let mut b = etcd_client::Client::connect([second.endpoint()], None)
+        .await
+        .unwrap();
+    a.put("k", "first", None).await.unwrap();
+    assert!(b.get("k", None).await.unwrap().kvs().is_empty());
+    assert_eq!((first.revision(), second.revision()), (2, 1));
+}
+
+#[tokio::test]
+async fn dropping_the_handle_closes_client_connections() {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let endpoint = etcd.endpoint();
+    let mut client = etcd_client::Client::connect([endpoint.clone()], None)
+        .await
+        .unwrap();
+    client.put("k", "v", None).await.unwrap();
+    drop(etcd);
+    let after = tokio::time::timeout(Duration::from_secs(5), client.get("k", None)).await;
+    assert!(
+        matches!(after, Ok(Err(_))),
+        "the request fails promptly: {after:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(endpoint.trim_start_matches("http://"))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_builder_listener_and_name_are_used() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let etcd = FakeEtcd::builder()
+        .listener(listener)
+        .name("infra1")
+        .member_id(42)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(etcd.addr(), addr);
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let members = client.member_list().await.unwrap();
+    let member = &members.members()[0];
+    assert_eq!((member.id(), member.name()), (42, "infra1"));
+    assert_eq!(member.client_urls(), [etcd.endpoint()]);
+}
