@@ -18,6 +18,10 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{KeyRange, Store};
+use crate::watch::{self, WatchHub};
+
+/// etcd's default interval between progress notifications.
+pub(crate) const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 
 /// etcd's default cluster ID for a single member started with no flags.
 pub(crate) const DEFAULT_CLUSTER_ID: u64 = 14_841_639_068_965_178_418;
@@ -43,6 +47,7 @@ pub(crate) struct Identity {
 pub(crate) struct Core {
     pub(crate) store: Store,
     pub(crate) lessor: Lessor,
+    pub(crate) watchers: WatchHub,
     pub(crate) raft_term: u64,
     /// Entries "applied by raft": one per write request, as in etcd, whose
     /// index a client sees in `Status`.
@@ -51,10 +56,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    fn new(member_id: u64) -> Self {
+    fn new(identity: &Identity, progress_interval: Duration) -> Self {
         Self {
             store: Store::default(),
-            lessor: Lessor::new(member_id),
+            lessor: Lessor::new(identity.member_id),
+            watchers: WatchHub::new(identity.cluster_id, identity.member_id, progress_interval),
             raft_term: INITIAL_RAFT_TERM,
             // A fresh etcd member has applied a few configuration entries
             // before it serves its first request.
@@ -129,7 +135,49 @@ impl Core {
         for key in keys {
             write.delete_range(&KeyRange::Single(key));
         }
-        let _events = write.into_events();
+        let events = write.into_events();
+        self.publish(&events);
+    }
+
+    /// What the watch hub needs from the rest of the core.
+    pub(crate) fn watch_context(&self) -> watch::Context<'_> {
+        watch::Context {
+            store: &self.store,
+            raft_term: self.raft_term,
+        }
+    }
+
+    /// Tells watchers about a write's events.
+    pub(crate) fn publish(&mut self, events: &[etcd_proto::mvccpb::Event]) {
+        if !events.is_empty() {
+            let ctx = watch::Context {
+                store: &self.store,
+                raft_term: self.raft_term,
+            };
+            self.watchers.publish(events, ctx);
+        }
+    }
+
+    /// Runs everything due by `now` on the member's clock: lease expiry,
+    /// soonest first, then progress notifications.
+    pub(crate) fn run_timers(&mut self, now: Duration) {
+        self.expire_due(now);
+        let ctx = watch::Context {
+            store: &self.store,
+            raft_term: self.raft_term,
+        };
+        self.watchers.progress_due(now, ctx);
+    }
+
+    /// When [`Core::run_timers`] next has something to do.
+    pub(crate) fn next_timer(&self) -> Option<Duration> {
+        match (
+            self.lessor.next_deadline(),
+            self.watchers.next_progress_deadline(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -138,19 +186,22 @@ impl Core {
 pub(crate) struct Shared {
     pub(crate) identity: Identity,
     pub(crate) clock: Clock,
-    /// Wakes the expiry task when a lease may now expire sooner than the
+    /// Wakes the timer task when something may now be due sooner than the
     /// deadline it sleeps towards.
     pub(crate) expiry_wakeup: Notify,
+    /// Wakes the watch syncer: a lagging stream has made room.
+    pub(crate) watch_sync: Notify,
     core: Mutex<Core>,
 }
 
 impl Shared {
-    pub(crate) fn new(identity: Identity, clock: Clock) -> Self {
-        let core = Mutex::new(Core::new(identity.member_id));
+    pub(crate) fn new(identity: Identity, clock: Clock, progress_interval: Duration) -> Self {
+        let core = Mutex::new(Core::new(&identity, progress_interval));
         Self {
             identity,
             clock,
             expiry_wakeup: Notify::new(),
+            watch_sync: Notify::new(),
             core,
         }
     }

@@ -22,6 +22,7 @@
 //! - `lease`: the lessor, with its deadline queue.
 //! - `clock`: where time comes from ([`TimeSource`]).
 //! - `core`: one member's state behind one lock, its identity and alarms.
+//! - `watch`: watch streams, the index of watchers, catch-up and progress.
 //! - `service`: tonic glue, one module per etcd service, and request limits.
 //! - `server`: [`FakeEtcd`], its builder, and the accept loop.
 //! - `error`: etcd's errors and their exact gRPC form.
@@ -37,6 +38,7 @@ mod mvcc;
 mod revision;
 mod server;
 mod service;
+mod watch;
 
 pub use clock::TimeSource;
 pub use server::{FakeEtcd, FakeEtcdBuilder, LeaseInfo};

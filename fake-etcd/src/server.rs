@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use etcd_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,10 +27,12 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 
 use crate::clock::{Clock, TimeSource};
-use crate::core::{Identity, Shared, DEFAULT_CLUSTER_ID, DEFAULT_MEMBER_ID};
+use crate::core::{
+    Identity, Shared, DEFAULT_CLUSTER_ID, DEFAULT_MEMBER_ID, DEFAULT_PROGRESS_INTERVAL,
+};
 use crate::service::{
     cluster::ClusterService, kv::KvService, lease::LeaseService, limits::GrpcGoLimitErrors,
-    limits::MAX_RECV_BYTES, maintenance::MaintenanceService,
+    limits::MAX_RECV_BYTES, maintenance::MaintenanceService, watch::WatchService,
 };
 
 /// A running fake etcd member, listening on a loopback port.
@@ -127,7 +129,7 @@ impl FakeEtcd {
             Clock::Tokio { .. } => tokio::time::advance(by).await,
             Clock::Real { .. } => panic!("FakeEtcd::advance: real time cannot be advanced; use TimeSource::Virtual or TimeSource::Tokio"),
         }
-        self.shared.lock().expire_due(self.shared.clock.now());
+        self.shared.lock().run_timers(self.shared.clock.now());
     }
 
     /// Time on the member's clock since it started.
@@ -215,9 +217,17 @@ pub struct FakeEtcdBuilder {
     member_id: Option<u64>,
     advertise_client_urls: Vec<String>,
     time: TimeSource,
+    progress_notify_interval: Option<Duration>,
 }
 
 impl FakeEtcdBuilder {
+    /// How often watchers that asked for progress notifications get one
+    /// (etcd's 10 minutes unless set), on the member's clock.
+    pub fn progress_notify_interval(mut self, interval: Duration) -> Self {
+        self.progress_notify_interval = Some(interval);
+        self
+    }
+
     /// Where the member's time comes from ([`TimeSource::Virtual`] unless
     /// set).
     pub fn time(mut self, source: TimeSource) -> Self {
@@ -304,7 +314,10 @@ impl FakeEtcdBuilder {
             peer_urls: vec!["http://localhost:2380".to_owned()],
             client_urls,
         };
-        let shared = Arc::new(Shared::new(identity, Clock::new(self.time)));
+        let progress = self
+            .progress_notify_interval
+            .unwrap_or(DEFAULT_PROGRESS_INTERVAL);
+        let shared = Arc::new(Shared::new(identity, Clock::new(self.time), progress));
         let shutdown = CancellationToken::new();
         let serving = serve(listener, Arc::clone(&shared), shutdown.clone());
         Ok((
@@ -330,8 +343,9 @@ async fn serve(
         .await;
 
     if shared.clock.moves_by_itself() {
-        tokio::spawn(expire_leases_on_time(Arc::clone(&shared), shutdown.clone()));
+        tokio::spawn(run_timers_on_time(Arc::clone(&shared), shutdown.clone()));
     }
+    tokio::spawn(sync_lagging_watchers(Arc::clone(&shared), shutdown.clone()));
 
     let connections = {
         let shutdown = shutdown.clone();
@@ -355,6 +369,10 @@ async fn serve(
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .add_service(
+            WatchServer::new(WatchService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
             LeaseServer::new(LeaseService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
@@ -367,15 +385,33 @@ async fn serve(
         .map_err(io::Error::other)
 }
 
-/// Expires leases when their deadlines pass, for clocks that move by
-/// themselves: sleeps until the earliest deadline, or until a grant may have
-/// made an earlier one.
-async fn expire_leases_on_time(shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Catches up watchers that fell behind, whenever their stream has made
+/// room in its outbox.
+async fn sync_lagging_watchers(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = shared.watch_sync.notified() => {}
+        }
+        let mut core = shared.lock();
+        let core = &mut *core;
+        let ctx = crate::watch::Context {
+            store: &core.store,
+            raft_term: core.raft_term,
+        };
+        core.watchers.sync(ctx);
+    }
+}
+
+/// Runs lease expiry and progress notifications when they fall due, for
+/// clocks that move by themselves: sleeps until the earliest deadline, or
+/// until a grant may have made an earlier one.
+async fn run_timers_on_time(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let next = {
             let mut core = shared.lock();
-            core.expire_due(shared.clock.now());
-            core.lessor.next_deadline()
+            core.run_timers(shared.clock.now());
+            core.next_timer()
         };
         let due = async {
             match next {

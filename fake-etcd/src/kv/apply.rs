@@ -10,6 +10,8 @@ use etcd_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
     RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
+use std::sync::Arc;
+
 use etcd_proto::mvccpb::{Event, KeyValue};
 
 use super::LeaseAttachments;
@@ -133,7 +135,7 @@ pub(crate) fn put(
     store: &mut Store,
     leases: &mut impl LeaseAttachments,
     req: &PutRequest,
-) -> Result<(PutResponse, Vec<Event>), EtcdError> {
+) -> Result<(PutResponse, Arc<[Event]>), EtcdError> {
     // A standalone put checks the lease before the key, unlike a txn.
     if req.lease != 0 && !leases.exists(req.lease) {
         return Err(EtcdError::LeaseNotFound);
@@ -177,7 +179,7 @@ pub(crate) fn delete_range(
     store: &mut Store,
     leases: &mut impl LeaseAttachments,
     req: &DeleteRangeRequest,
-) -> (DeleteRangeResponse, Vec<Event>) {
+) -> (DeleteRangeResponse, Arc<[Event]>) {
     let mut txn = store.write();
     let response = delete_in(&mut txn, leases, req);
     (response, txn.into_events())
@@ -224,7 +226,7 @@ pub(crate) fn txn(
     store: &mut Store,
     leases: &mut impl LeaseAttachments,
     req: &TxnRequest,
-) -> Result<(TxnResponse, Vec<Event>), EtcdError> {
+) -> Result<(TxnResponse, Arc<[Event]>), EtcdError> {
     let mut path = Vec::new();
     compare_path(store, req, &mut path);
     if !is_txn_read_only(req) {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
@@ -34,6 +35,16 @@ impl KeyRange {
         }
     }
 
+    /// Whether `key` falls in the range.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            Self::Single(k) => &k[..] == key,
+            Self::From(start) => key >= &start[..],
+            Self::Between(start, end) => key >= &start[..] && key < &end[..],
+            Self::Empty => false,
+        }
+    }
+
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         match self {
             Self::Single(k) => (Bound::Included(k), Bound::Included(k)),
@@ -50,6 +61,9 @@ impl KeyRange {
 #[derive(Debug)]
 pub(crate) struct Store {
     keys: BTreeMap<Bytes, KeyHistory>,
+    /// Every write's events by revision, for watchers that start in the past
+    /// or fell behind; trimmed by compaction like the key histories.
+    changes: BTreeMap<i64, Arc<[Event]>>,
     /// The revision of the last write; 1 for an empty store, as in etcd.
     revision: i64,
     /// Reads below this revision fail. -1 until the first compaction, as in
@@ -61,6 +75,7 @@ impl Default for Store {
     fn default() -> Self {
         Self {
             keys: BTreeMap::new(),
+            changes: BTreeMap::new(),
             revision: 1,
             compact_revision: -1,
         }
@@ -131,7 +146,21 @@ impl Store {
         }
         self.compact_revision = rev;
         self.keys.retain(|_, history| history.compact(rev));
+        self.changes = self.changes.split_off(&rev);
         Ok(())
+    }
+
+    /// The events of every write from revision `from` to `to`, inclusive, in
+    /// order. Revisions below the compaction point are gone.
+    pub(crate) fn changes(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> impl Iterator<Item = (i64, &Arc<[Event]>)> + '_ {
+        self.changes
+            .range(from..)
+            .take_while(move |(rev, _)| **rev <= to)
+            .map(|(rev, events)| (*rev, events))
     }
 }
 
@@ -155,7 +184,7 @@ impl WriteTxn<'_> {
     }
 
     /// Whether anything has changed yet.
-    pub(crate) fn changed(&self) -> bool {
+    fn changed(&self) -> bool {
         !self.events.is_empty()
     }
 
@@ -218,9 +247,16 @@ impl WriteTxn<'_> {
     }
 
     /// Ends the write, returning its events in the order they happened (empty
-    /// if nothing changed). Each event carries the key's previous value.
-    pub(crate) fn into_events(self) -> Vec<Event> {
-        self.events
+    /// if nothing changed), and keeps them for watchers that catch up later.
+    /// Each event carries the key's previous value.
+    pub(crate) fn into_events(self) -> Arc<[Event]> {
+        let events: Arc<[Event]> = self.events.into();
+        if !events.is_empty() {
+            self.store
+                .changes
+                .insert(self.store.revision, Arc::clone(&events));
+        }
+        events
     }
 }
 

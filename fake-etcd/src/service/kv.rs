@@ -49,7 +49,8 @@ impl Kv for KvService {
             return Err(EtcdError::NoSpace.into());
         }
         let (store, leases) = core.store_and_leases();
-        let (mut resp, _events) = apply::put(store, leases, &req)?;
+        let (mut resp, events) = apply::put(store, leases, &req)?;
+        core.publish(&events);
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
     }
@@ -64,7 +65,8 @@ impl Kv for KvService {
         let mut core = self.shared.lock();
         core.record_raft_entry();
         let (store, leases) = core.store_and_leases();
-        let (mut resp, _events) = apply::delete_range(store, leases, &req);
+        let (mut resp, events) = apply::delete_range(store, leases, &req);
+        core.publish(&events);
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
     }
@@ -84,7 +86,8 @@ impl Kv for KvService {
             }
         }
         let (store, leases) = core.store_and_leases();
-        let (mut resp, _events) = apply::txn(store, leases, &req)?;
+        let (mut resp, events) = apply::txn(store, leases, &req)?;
+        core.publish(&events);
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
     }

@@ -10,6 +10,7 @@ pub(crate) mod kv;
 pub(crate) mod lease;
 pub(crate) mod limits;
 pub(crate) mod maintenance;
+pub(crate) mod watch;
 
 use prost::Message;
 use tonic::Status;

@@ -1,0 +1,155 @@
+//! `etcdserverpb.Watch`: one task per stream reads requests; responses come
+//! from that task (created, canceled, progress) and from the watch hub
+//! (events), through the stream's bounded outbox.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use etcd_proto::etcdserverpb::{
+    watch_request::RequestUnion, watch_server::Watch, WatchRequest, WatchResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::Shared;
+use crate::watch::{Context, StreamId, STREAM_BUFFER};
+
+/// The Watch service of one member.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchService {
+    shared: Arc<Shared>,
+}
+
+impl WatchService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = Responses;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (outbox, responses) = mpsc::channel(STREAM_BUFFER);
+        let now = self.shared.clock.now();
+        let (stream, lagging) = self.shared.lock().watchers.open_stream(outbox.clone(), now);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(serve_requests(shared, stream, request.into_inner(), outbox));
+        Ok(Response::new(Responses {
+            responses,
+            lagging,
+            shared: Arc::clone(&self.shared),
+        }))
+    }
+}
+
+/// Reads a stream's requests until the client goes away.
+async fn serve_requests(
+    shared: Arc<Shared>,
+    stream: StreamId,
+    mut requests: Streaming<WatchRequest>,
+    outbox: mpsc::Sender<Result<WatchResponse, Status>>,
+) {
+    let _close = CloseOnDrop {
+        shared: Arc::clone(&shared),
+        stream,
+    };
+    while let Some(Ok(request)) = requests.next().await {
+        let reply = match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => {
+                let (response, started) = {
+                    let mut core = shared.lock();
+                    let core = &mut *core;
+                    let ctx = Context {
+                        store: &core.store,
+                        raft_term: core.raft_term,
+                    };
+                    core.watchers.create(stream, create, ctx)
+                };
+                if outbox.send(Ok(response)).await.is_err() {
+                    return;
+                }
+                if let Some(id) = started {
+                    let mut core = shared.lock();
+                    let core = &mut *core;
+                    let ctx = Context {
+                        store: &core.store,
+                        raft_term: core.raft_term,
+                    };
+                    core.watchers.created(stream, id, ctx);
+                }
+                None
+            }
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                let mut core = shared.lock();
+                let core = &mut *core;
+                let ctx = Context {
+                    store: &core.store,
+                    raft_term: core.raft_term,
+                };
+                core.watchers.cancel(stream, cancel.watch_id, ctx)
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                let core = shared.lock();
+                core.watchers.progress(stream, core.watch_context())
+            }
+            None => None,
+        };
+        if let Some(response) = reply {
+            if outbox.send(Ok(response)).await.is_err() {
+                return;
+            }
+        }
+    }
+    // A client that closes its sending side still gets events (as from
+    // etcd) until it goes away.
+    outbox.closed().await;
+}
+
+/// Frees a stream's watchers when its request task ends, however it ends.
+struct CloseOnDrop {
+    shared: Arc<Shared>,
+    stream: StreamId,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.shared.lock().watchers.close_stream(self.stream);
+    }
+}
+
+/// A stream's responses. Each response taken makes room in the outbox, so
+/// if the stream has watchers waiting for room, the syncer is woken.
+pub(crate) struct Responses {
+    responses: mpsc::Receiver<Result<WatchResponse, Status>>,
+    lagging: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Responses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responses").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Responses {
+    type Item = Result<WatchResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let next = self.responses.poll_recv(cx);
+        if matches!(next, Poll::Ready(Some(_))) && self.lagging.swap(false, Ordering::AcqRel) {
+            self.shared.watch_sync.notify_one();
+        }
+        next
+    }
+}

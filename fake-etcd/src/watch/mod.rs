@@ -1,0 +1,25 @@
+//! Watchers: who is told about which writes, and how they catch up.
+//!
+//! The [`WatchHub`] lives in the core, under the same lock as the store, so
+//! a write and its notification are one step: no watcher can miss a write or
+//! see it twice. Each watch stream has a bounded outbox (etcd's 128
+//! responses). Every watcher is in one of three states, as in etcd's
+//! `watchable_store`:
+//!
+//! - **synced**: it has seen everything up to the current revision. It sits
+//!   in an index by key (exact keys, prefixes, other ranges), so a write
+//!   finds the watchers it matches without testing the others, and is
+//!   delivered at commit with a non-blocking send.
+//! - **unsynced**: it starts in the past, or its outbox was full when a write
+//!   came (a slow consumer). It is caught up from the store's retained
+//!   history, up to 1000 revisions per response, when its stream drains; a
+//!   writer never waits for it, and no events pile up for it in memory.
+//! - **compacted**: it needs history that compaction removed; it is told so
+//!   once and then holds on to its ID only.
+//!
+//! New watchers start unsynced, so the `created` response always reaches the
+//! client before the watcher's first event.
+
+mod hub;
+
+pub(crate) use hub::{Context, StreamId, WatchHub, STREAM_BUFFER};
