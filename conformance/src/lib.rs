@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use etcd_proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient,
+    maintenance_client::MaintenanceClient, watch_client::WatchClient,
 };
 use fake_etcd::FakeEtcd;
 use tokio::sync::RwLock;
@@ -89,6 +89,7 @@ pub struct Scenario {
     maintenance: MaintenanceClient<Channel>,
     cluster: ClusterClient<Channel>,
     lease: LeaseClient<Channel>,
+    watch: WatchClient<Channel>,
     prefix: String,
     endpoints: Vec<String>,
     fake: Option<FakeEtcd>,
@@ -121,7 +122,10 @@ impl Scenario {
             kv,
             maintenance: MaintenanceClient::new(channel.clone()),
             cluster: ClusterClient::new(channel.clone()),
-            lease: LeaseClient::new(channel),
+            lease: LeaseClient::new(channel.clone()),
+            watch: WatchClient::new(channel)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
             prefix: unique_prefix(name),
             endpoints,
             fake,
@@ -153,6 +157,11 @@ impl Scenario {
     /// A raw Lease client.
     pub fn lease(&self) -> LeaseClient<Channel> {
         self.lease.clone()
+    }
+
+    /// A raw Watch client.
+    pub fn watch(&self) -> WatchClient<Channel> {
+        self.watch.clone()
     }
 
     /// Lets `duration` pass on the target: the fake's clock is advanced

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod kv;
 pub mod lease;
 pub mod txn;
+pub mod watch;
 
 use std::fmt::Debug;
 
