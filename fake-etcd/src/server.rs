@@ -91,6 +91,12 @@ impl FakeEtcd {
         self.shared.lock().store.revision()
     }
 
+    /// How many watchers are open, on all watch streams: for tests that
+    /// check their code cancels what it watches.
+    pub fn watcher_count(&self) -> usize {
+        self.shared.lock().watchers.watcher_count()
+    }
+
     /// Moves the member's clock forward by `by` and expires every lease that
     /// falls due, soonest deadline first, before returning: a 30 s lease
     /// is gone, with its keys, as soon as `advance(31 s)` returns.

@@ -229,6 +229,11 @@ impl WatchHub {
         })
     }
 
+    /// How many watchers are open (compacted ones holding an ID included).
+    pub(crate) fn watcher_count(&self) -> usize {
+        self.streams.values().map(|s| s.watchers.len()).sum()
+    }
+
     /// Opens a stream; its responses go to `outbox`. The returned flag is
     /// set when the stream has watchers waiting for room in the outbox.
     pub(crate) fn open_stream(

@@ -1,0 +1,76 @@
+//! Progress notifications on the member's clock, and watcher bookkeeping.
+
+use std::time::Duration;
+
+use etcd_client::{Client, WatchOptions};
+use fake_etcd::FakeEtcd;
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+async fn next(stream: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
+    tokio::time::timeout(PATIENCE, stream.message()).await.unwrap().unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn progress_notifications_follow_virtual_time() {
+    let etcd = FakeEtcd::builder()
+        .progress_notify_interval(Duration::from_secs(10))
+        .start()
+        .await
+        .unwrap();
+    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut stream = client
+        .watch("k", Some(WatchOptions::new().with_progress_notify()))
+        .await
+        .unwrap();
+    assert!(next(&mut stream).await.created());
+
+    etcd.advance(Duration::from_secs(10)).await;
+    let progress = next(&mut stream).await;
+    assert!(progress.events().is_empty() && !progress.canceled());
+    assert_eq!(progress.header().unwrap().revision(), 1);
+
+    // A tick after events sends no notification; the next quiet one does.
+    let rev = client
+        .put("k", "v", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    assert_eq!(next(&mut stream).await.events().len(), 1);
+    etcd.advance(Duration::from_secs(10)).await;
+    etcd.advance(Duration::from_secs(10)).await;
+    let progress = next(&mut stream).await;
+    assert!(progress.events().is_empty());
+    assert_eq!(progress.header().unwrap().revision(), rev);
+    // The one before it was skipped: a put now arrives next, not a progress.
+    client.put("k", "w", None).await.unwrap();
+    assert_eq!(next(&mut stream).await.events().len(), 1);
+}
+
+#[tokio::test]
+async fn closing_a_stream_frees_its_watchers() {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut stream = client.watch("a", None).await.unwrap();
+    assert!(stream.message().await.unwrap().unwrap().created());
+    stream.watch("b", None).await.unwrap();
+    assert!(stream.message().await.unwrap().unwrap().created());
+    assert_eq!(etcd.watcher_count(), 2);
+    stream.cancel(1).await.unwrap();
+    assert!(stream.message().await.unwrap().unwrap().canceled());
+    assert_eq!(etcd.watcher_count(), 1);
+    drop(stream);
+    drop(client);
+    for _ in 0..100 {
+        if etcd.watcher_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "watchers left after the client went away: {}",
+        etcd.watcher_count()
+    );
+}
