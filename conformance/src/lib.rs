@@ -18,6 +18,7 @@
 //! # Layout
 //!
 //! - [`scenarios`]: the scenario bodies, by area.
+//! - [`properties`]: property tests over random schedules (proptest).
 //! - [`Target`], [`Scenario`], [`run`]: choosing the target and running a
 //!   scenario against it.
 //!
@@ -30,6 +31,7 @@
 //! # }
 //! ```
 
+pub mod properties;
 pub mod scenarios;
 
 use std::future::Future;
@@ -236,6 +238,22 @@ fn unique_prefix(name: &str) -> String {
         .map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("/conformance/{name}/{nanos:x}-{}-{n}/", std::process::id())
+}
+
+/// A scenario's view of the target, for bodies that are not plain
+/// `async fn(&mut Scenario)` (property tests build one per case).
+pub async fn scenario(name: &str) -> Scenario {
+    Scenario::connect(name).await
+}
+
+/// Holds the target's history shared: no compacting scenario runs meanwhile.
+pub async fn shared_history() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    HISTORY.read().await
+}
+
+/// Holds the target's history exclusively, for bodies that compact.
+pub async fn exclusive_history() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    HISTORY.write().await
 }
 
 /// Runs a scenario against the target, sharing history with other scenarios.

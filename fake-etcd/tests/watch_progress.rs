@@ -8,7 +8,11 @@ use fake_etcd::FakeEtcd;
 const PATIENCE: Duration = Duration::from_secs(5);
 
 async fn next(stream: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
-    tokio::time::timeout(PATIENCE, stream.message()).await.unwrap().unwrap().unwrap()
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
