@@ -7,7 +7,7 @@
 //! atomic, as a request applied by etcd's raft loop is.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use etcd_proto::etcdserverpb::{
@@ -16,6 +16,7 @@ use etcd_proto::etcdserverpb::{
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::faults::FaultState;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{KeyRange, Store};
 use crate::watch::{self, WatchHub};
@@ -191,17 +192,25 @@ pub(crate) struct Shared {
     pub(crate) expiry_wakeup: Notify,
     /// Wakes the watch syncer: a lagging stream has made room.
     pub(crate) watch_sync: Notify,
+    /// Injected errors, delays, and the connection switches.
+    pub(crate) faults: Arc<FaultState>,
     core: Mutex<Core>,
 }
 
 impl Shared {
-    pub(crate) fn new(identity: Identity, clock: Clock, progress_interval: Duration) -> Self {
+    pub(crate) fn new(
+        identity: Identity,
+        clock: Clock,
+        progress_interval: Duration,
+        seed: u64,
+    ) -> Self {
         let core = Mutex::new(Core::new(&identity, progress_interval));
         Self {
             identity,
             clock,
             expiry_wakeup: Notify::new(),
             watch_sync: Notify::new(),
+            faults: Arc::new(FaultState::new(seed)),
             core,
         }
     }

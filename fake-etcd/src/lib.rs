@@ -24,7 +24,10 @@
 //! - `core`: one member's state behind one lock, its identity and alarms.
 //! - `watch`: watch streams, the index of watchers, catch-up and progress.
 //! - `service`: tonic glue, one module per etcd service, and request limits.
-//! - `server`: [`FakeEtcd`], its builder, and the accept loop.
+//! - `server`: [`FakeEtcd`], its builder, and the test's controls.
+//! - `net`: the gRPC server, background tasks, connections that obey faults.
+//! - `faults`: injected errors and latency ([`Rpc`], [`errors`]), stream and
+//!   connection switches.
 //! - `error`: etcd's errors and their exact gRPC form.
 
 #![doc(test(attr(deny(warnings))))]
@@ -32,13 +35,16 @@
 mod clock;
 mod core;
 mod error;
+mod faults;
 mod kv;
 mod lease;
 mod mvcc;
+mod net;
 mod revision;
 mod server;
 mod service;
 mod watch;
 
 pub use clock::TimeSource;
+pub use faults::{errors, Rpc};
 pub use server::{FakeEtcd, FakeEtcdBuilder, LeaseInfo};

@@ -1,39 +1,29 @@
-//! Serving a member over gRPC: the embedding handle and the accept loop.
+//! The embedding handle, [`FakeEtcd`], and its builder.
 //!
-//! [`FakeEtcd`] owns a server task spawned on the caller's tokio runtime (so
-//! a test's paused clock reaches it) and a cancellation token. Every accepted
-//! connection is wrapped in a [`Connection`] that fails its I/O once the token
-//! is cancelled, so dropping the handle closes every client connection at
-//! once, instead of waiting for long-lived streams to end.
+//! A member's server runs in tasks on the caller's tokio runtime (so a
+//! test's paused clock reaches it); the handle holds the tokens that stop
+//! them (see [`net`](crate::net)), so dropping it closes every client
+//! connection at once instead of waiting for long-lived streams to end. The
+//! handle is also the test's remote control: time, leases, and faults.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
-};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tonic::transport::server::{Connected, TcpConnectInfo};
-use tonic::transport::Server;
+use etcd_proto::etcdserverpb::AlarmType;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
 
 use crate::clock::{Clock, TimeSource};
 use crate::core::{
     Identity, Shared, DEFAULT_CLUSTER_ID, DEFAULT_MEMBER_ID, DEFAULT_PROGRESS_INTERVAL,
 };
-use crate::service::{
-    cluster::ClusterService, kv::KvService, lease::LeaseService, limits::GrpcGoLimitErrors,
-    limits::MAX_RECV_BYTES, maintenance::MaintenanceService, watch::WatchService,
-};
+use crate::faults::Rpc;
+use crate::net;
 
 /// A running fake etcd member, listening on a loopback port.
 ///
@@ -58,7 +48,16 @@ use crate::service::{
 pub struct FakeEtcd {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
+    /// Cancelled when the handle is dropped: ends everything.
+    member: CancellationToken,
+    /// The server now running; replaced by a restart.
+    serving: Mutex<Incarnation>,
+}
+
+#[derive(Debug)]
+struct Incarnation {
+    token: CancellationToken,
+    task: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl FakeEtcd {
@@ -196,9 +195,196 @@ impl LeaseInfo {
     }
 }
 
+impl FakeEtcd {
+    /// The seed of the member's random faults (see
+    /// [`FakeEtcd::fail_randomly`]); print it to replay a run.
+    pub fn seed(&self) -> u64 {
+        self.shared.faults.seed
+    }
+
+    /// Breaks every client connection now. The member keeps listening, so
+    /// clients reconnect; every stream they had (watch, keepalive) is gone.
+    pub fn drop_connections(&self) {
+        let serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.faults.drop_connections(&serving.token);
+    }
+
+    /// Stops answering, without closing anything: connections neither read
+    /// nor write, and new ones are accepted but not served. This is a
+    /// network partition as a client sees it. Undone by
+    /// [`FakeEtcd::resume`].
+    pub fn pause(&self) {
+        self.shared.faults.paused.send_replace(true);
+    }
+
+    /// Ends a [`FakeEtcd::pause`]: everything held goes through.
+    pub fn resume(&self) {
+        self.shared.faults.paused.send_replace(false);
+    }
+
+    /// Restarts the member: the server stops (every connection and stream
+    /// breaks, the port refuses connections for a moment) and listens again
+    /// on the same address with the same data. As after a real restart, the
+    /// raft term goes up by one and every lease is renewed to its full TTL
+    /// (a new leader extends all leases).
+    ///
+    /// # Errors
+    ///
+    /// If the address cannot be bound again.
+    pub async fn restart(&self) -> io::Result<()> {
+        let (old_token, old_task) = {
+            let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+            (serving.token.clone(), serving.task.take())
+        };
+        old_token.cancel();
+        if let Some(task) = old_task {
+            // The old listener must be closed before the address is bound.
+            let _ = task.await;
+        }
+        {
+            let mut core = self.shared.lock();
+            core.raft_term += 1;
+            core.lessor.renew_all(self.shared.clock.now());
+        }
+        let listener = TcpListener::bind(self.addr).await?;
+        let token = self.member.child_token();
+        let task = tokio::spawn(net::serve_grpc(
+            listener,
+            Arc::clone(&self.shared),
+            token.clone(),
+        ));
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Incarnation {
+            token,
+            task: Some(task),
+        };
+        self.shared.expiry_wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Fails the next `count` calls of `rpc` with `status` (see
+    /// [`errors`](crate::errors) for etcd's own).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fake_etcd::{errors, FakeEtcd, Rpc};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let etcd = FakeEtcd::start().await?;
+    /// let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    /// etcd.fail_next(Rpc::Put, 1, errors::leader_changed());
+    ///
+    /// let err = client.put("k", "v", None).await.unwrap_err();
+    /// assert!(err.to_string().contains("etcdserver: leader changed"));
+    /// client.put("k", "v", None).await?; // the next one goes through
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fail_next(&self, rpc: Rpc, count: usize, status: Status) {
+        self.shared.faults.fail(rpc, Some(count), None, status);
+    }
+
+    /// Fails every call of `rpc` with `status` until
+    /// [`FakeEtcd::clear_faults`].
+    pub fn fail_always(&self, rpc: Rpc, status: Status) {
+        self.shared.faults.fail(rpc, None, None, status);
+    }
+
+    /// Fails each call of `rpc` with probability `probability`, drawn from
+    /// the member's seeded generator ([`FakeEtcdBuilder::seed`]).
+    pub fn fail_randomly(&self, rpc: Rpc, probability: f64, status: Status) {
+        self.shared
+            .faults
+            .fail(rpc, None, Some(probability), status);
+    }
+
+    /// Delays every call of `rpc` by `by` (real time, or tokio's paused time)
+    /// until [`FakeEtcd::clear_faults`].
+    pub fn delay(&self, rpc: Rpc, by: Duration) {
+        self.shared.faults.delay(rpc, by);
+    }
+
+    /// Removes every injected error and delay.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Stops delivering watch responses (the streams stay open; events are
+    /// kept and arrive after [`FakeEtcd::unstall_watches`], as from a slow
+    /// network).
+    pub fn stall_watches(&self) {
+        self.shared.faults.watches_stalled.send_replace(true);
+    }
+
+    /// Ends a [`FakeEtcd::stall_watches`].
+    pub fn unstall_watches(&self) {
+        self.shared.faults.watches_stalled.send_replace(false);
+    }
+
+    /// Ends every open watch stream with `status`.
+    pub fn end_watch_streams(&self, status: Status) {
+        let _ = self.shared.faults.end_watches.send(status);
+    }
+
+    /// Ends every open lease keepalive stream with `status`.
+    pub fn end_keepalive_streams(&self, status: Status) {
+        let _ = self.shared.faults.end_keepalives.send(status);
+    }
+
+    /// Compacts the history at `revision`, as `etcdctl compaction` would: a
+    /// watcher that resumes from before it is told its history is gone.
+    /// Returns `false` if etcd would refuse (at or below the last compaction,
+    /// or in the future).
+    pub fn compact(&self, revision: i64) -> bool {
+        let mut core = self.shared.lock();
+        core.record_raft_entry();
+        core.store.compact(revision).is_ok()
+    }
+
+    /// Raises the NOSPACE alarm: writes that store data fail with etcd's
+    /// "database space exceeded" until [`FakeEtcd::disarm_no_space`] (or an
+    /// `etcdctl alarm disarm`).
+    pub fn raise_no_space(&self) {
+        let member = self.shared.identity.member_id;
+        let mut core = self.shared.lock();
+        use etcd_proto::etcdserverpb::alarm_request::AlarmAction;
+        core.alarm(
+            AlarmAction::Activate as i32,
+            member,
+            AlarmType::Nospace as i32,
+        );
+    }
+
+    /// Clears the NOSPACE alarm.
+    pub fn disarm_no_space(&self) {
+        let member = self.shared.identity.member_id;
+        let mut core = self.shared.lock();
+        use etcd_proto::etcdserverpb::alarm_request::AlarmAction;
+        core.alarm(
+            AlarmAction::Deactivate as i32,
+            member,
+            AlarmType::Nospace as i32,
+        );
+    }
+
+    /// Simulates a leader election: the raft term goes up by one and, as a
+    /// new leader does, every lease is renewed to its full TTL. A single
+    /// member stays leader, so streams go on, as they do on etcd.
+    pub fn change_leader(&self) {
+        let mut core = self.shared.lock();
+        core.raft_term += 1;
+        core.lessor.renew_all(self.shared.clock.now());
+    }
+
+    /// The current raft term.
+    pub fn raft_term(&self) -> u64 {
+        self.shared.lock().raft_term
+    }
+}
+
 impl Drop for FakeEtcd {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.member.cancel();
     }
 }
 
@@ -224,9 +410,18 @@ pub struct FakeEtcdBuilder {
     advertise_client_urls: Vec<String>,
     time: TimeSource,
     progress_notify_interval: Option<Duration>,
+    seed: Option<u64>,
 }
 
 impl FakeEtcdBuilder {
+    /// The seed of random faults ([`FakeEtcd::fail_randomly`]); taken from
+    /// `FAKE_ETCD_SEED` if set, else from the clock. A test that fails can
+    /// print [`FakeEtcd::seed`] and be replayed with it.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// How often watchers that asked for progress notifications get one
     /// (etcd's 10 minutes unless set), on the member's clock.
     pub fn progress_notify_interval(mut self, interval: Duration) -> Self {
@@ -273,36 +468,12 @@ impl FakeEtcdBuilder {
         self
     }
 
-    /// Starts serving in a task on the current tokio runtime.
+    /// Starts serving in tasks on the current tokio runtime.
     ///
     /// # Errors
     ///
     /// If no listener was given and no loopback port can be bound.
     pub async fn start(self) -> io::Result<FakeEtcd> {
-        let (server, serving) = self.prepare().await?;
-        tokio::spawn(serving);
-        Ok(server)
-    }
-
-    /// Serves until `shutdown` completes (what the binary does with Ctrl-C).
-    ///
-    /// # Errors
-    ///
-    /// If no listener was given and no loopback port can be bound, or if
-    /// serving fails.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let (server, serving) = self.prepare().await?;
-        tracing::info!(endpoint = %server.endpoint(), "serving etcd v3 API");
-        tokio::select! {
-            result = serving => result,
-            () = shutdown => {
-                tracing::info!("shutting down");
-                Ok(())
-            }
-        }
-    }
-
-    async fn prepare(self) -> io::Result<(FakeEtcd, impl Future<Output = io::Result<()>>)> {
         let listener = match self.listener {
             Some(listener) => listener,
             None => TcpListener::bind(("127.0.0.1", 0)).await?,
@@ -323,192 +494,52 @@ impl FakeEtcdBuilder {
         let progress = self
             .progress_notify_interval
             .unwrap_or(DEFAULT_PROGRESS_INTERVAL);
-        let shared = Arc::new(Shared::new(identity, Clock::new(self.time), progress));
-        let shutdown = CancellationToken::new();
-        let serving = serve(listener, Arc::clone(&shared), shutdown.clone());
-        Ok((
-            FakeEtcd {
-                addr,
-                shared,
-                shutdown,
-            },
-            serving,
-        ))
-    }
-}
-
-/// Serves the member's gRPC services on `listener` until `shutdown`.
-async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-
-    if shared.clock.moves_by_itself() {
-        tokio::spawn(run_timers_on_time(Arc::clone(&shared), shutdown.clone()));
-    }
-    tokio::spawn(sync_lagging_watchers(Arc::clone(&shared), shutdown.clone()));
-
-    let connections = {
-        let shutdown = shutdown.clone();
-        TcpListenerStream::new(listener).map(move |stream| {
-            let stream = stream?;
-            // Small requests and responses must not wait for Nagle's delay.
-            stream.set_nodelay(true)?;
-            Ok::<_, io::Error>(Connection::new(stream, &shutdown))
+        let seed = self
+            .seed
+            .or_else(seed_from_env)
+            .unwrap_or_else(seed_from_clock);
+        let shared = Arc::new(Shared::new(identity, Clock::new(self.time), progress, seed));
+        let member = CancellationToken::new();
+        net::spawn_member_tasks(&shared, &member);
+        let token = member.child_token();
+        let task = tokio::spawn(net::serve_grpc(
+            listener,
+            Arc::clone(&shared),
+            token.clone(),
+        ));
+        Ok(FakeEtcd {
+            addr,
+            shared,
+            member,
+            serving: Mutex::new(Incarnation {
+                token,
+                task: Some(task),
+            }),
         })
-    };
+    }
 
-    Server::builder()
-        .layer(GrpcGoLimitErrors)
-        .add_service(health)
-        .add_service(
-            KvServer::new(KvService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            WatchServer::new(WatchService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService::new(shared))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
-        .await
-        .map_err(io::Error::other)
-}
-
-/// Catches up watchers that fell behind, whenever their stream has made
-/// room in its outbox.
-async fn sync_lagging_watchers(shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = shared.watch_sync.notified() => {}
-        }
-        let mut core = shared.lock();
-        let core = &mut *core;
-        let ctx = crate::watch::Context {
-            store: &core.store,
-            raft_term: core.raft_term,
-        };
-        core.watchers.sync(ctx);
+    /// Serves until `shutdown` completes (what the binary does with Ctrl-C).
+    ///
+    /// # Errors
+    ///
+    /// If no listener was given and no loopback port can be bound, or if
+    /// the server fails.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let etcd = self.start().await?;
+        tracing::info!(endpoint = %etcd.endpoint(), seed = etcd.seed(), "serving etcd v3 API");
+        shutdown.await;
+        tracing::info!("shutting down");
+        Ok(())
     }
 }
 
-/// Runs lease expiry and progress notifications when they fall due, for
-/// clocks that move by themselves: sleeps until the earliest deadline, or
-/// until a grant may have made an earlier one.
-async fn run_timers_on_time(shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        let next = {
-            let mut core = shared.lock();
-            core.run_timers(shared.clock.now());
-            core.next_timer()
-        };
-        let due = async {
-            match next {
-                Some(deadline) => shared.clock.sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = due => {}
-            () = shared.expiry_wakeup.notified() => {}
-        }
-    }
+/// The seed in `FAKE_ETCD_SEED`, if set and a number.
+fn seed_from_env() -> Option<u64> {
+    std::env::var("FAKE_ETCD_SEED").ok()?.parse().ok()
 }
 
-/// A client connection that breaks when the server shuts down.
-struct Connection {
-    stream: TcpStream,
-    closed: Pin<Box<WaitForCancellationFutureOwned>>,
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("stream", &self.stream)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Connection {
-    fn new(stream: TcpStream, shutdown: &CancellationToken) -> Self {
-        Self {
-            stream,
-            closed: Box::pin(shutdown.clone().cancelled_owned()),
-        }
-    }
-
-    fn check_open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.closed.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "fake-etcd stopped",
-            )),
-            Poll::Pending => Ok(()),
-        }
-    }
-}
-
-impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for Connection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.check_open(cx)?;
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Connection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.check_open(cx)?;
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.check_open(cx)?;
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.check_open(cx)?;
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -123,6 +123,15 @@ impl Lessor {
         Ok(lease.ttl)
     }
 
+    /// Renews every lease to `now + TTL`, as a newly elected leader does.
+    pub(crate) fn renew_all(&mut self, now: Duration) {
+        self.queue.clear();
+        for lease in self.leases.values_mut() {
+            lease.deadline = now.saturating_add(Duration::from_secs(lease.ttl as u64));
+            self.queue.insert((lease.deadline, lease.id));
+        }
+    }
+
     /// A lease by ID.
     pub(crate) fn get(&self, id: i64) -> Option<&Lease> {
         self.leases.get(&id)

@@ -81,12 +81,25 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let shared = Arc::clone(&self.shared);
         // One response per request, in order; the stream ends when the
-        // client's side does.
+        // client's side does, or with an injected error.
         let responses = request
             .into_inner()
             .map_while(Result::ok)
             .map(move |req| Ok(keep_alive(&shared, req.id)));
-        Ok(Response::new(Box::pin(responses)))
+        let mut end = self.shared.faults.end_keepalives.subscribe();
+        let ended = async_stream_end(async move {
+            loop {
+                match end.recv().await {
+                    Ok(status) => return status,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending().await
+                    }
+                }
+            }
+        });
+        let merged = responses.merge(ended);
+        Ok(Response::new(Box::pin(merged)))
     }
 
     async fn lease_time_to_live(
@@ -137,6 +150,30 @@ impl Lease for LeaseService {
         };
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
+    }
+}
+
+/// A stream that yields one error when `ended` completes, then ends.
+fn async_stream_end(ended: impl std::future::Future<Output = Status> + Send + 'static) -> EndWith {
+    EndWith(Some(Box::pin(ended)))
+}
+
+/// See [`async_stream_end`].
+struct EndWith(Option<Pin<Box<dyn std::future::Future<Output = Status> + Send>>>);
+
+impl Stream for EndWith {
+    type Item = Result<LeaseKeepAliveResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(ended) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let status = std::task::ready!(ended.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(Some(Err(status)))
     }
 }
 

@@ -11,6 +11,7 @@ use etcd_proto::etcdserverpb::{
     watch_request::RequestUnion, watch_server::Watch, WatchRequest, WatchResponse,
 };
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,10 +43,13 @@ impl Watch for WatchService {
         let (stream, lagging) = self.shared.lock().watchers.open_stream(outbox.clone(), now);
         let shared = Arc::clone(&self.shared);
         tokio::spawn(serve_requests(shared, stream, request.into_inner(), outbox));
+        let stall = WatchStream::new(self.shared.faults.watches_stalled.subscribe());
         Ok(Response::new(Responses {
             responses,
             lagging,
             shared: Arc::clone(&self.shared),
+            stall,
+            stalled: false,
         }))
     }
 }
@@ -61,7 +65,19 @@ async fn serve_requests(
         shared: Arc::clone(&shared),
         stream,
     };
-    while let Some(Ok(request)) = requests.next().await {
+    let mut end = shared.faults.end_watches.subscribe();
+    loop {
+        let request = tokio::select! {
+            request = requests.next() => match request {
+                Some(Ok(request)) => request,
+                _ => break,
+            },
+            Ok(status) = end.recv() => {
+                // An injected end: the stream fails with this status.
+                let _ = outbox.send(Err(status)).await;
+                return;
+            }
+        };
         let reply = match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
                 let (response, started) = {
@@ -131,6 +147,9 @@ pub(crate) struct Responses {
     responses: mpsc::Receiver<Result<WatchResponse, Status>>,
     lagging: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    /// The injected stall switch: nothing is delivered while it is on.
+    stall: WatchStream<bool>,
+    stalled: bool,
 }
 
 impl std::fmt::Debug for Responses {
@@ -146,6 +165,12 @@ impl Stream for Responses {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Self::Item>> {
+        while let Poll::Ready(Some(stalled)) = Pin::new(&mut self.stall).poll_next(cx) {
+            self.stalled = stalled;
+        }
+        if self.stalled {
+            return Poll::Pending;
+        }
         let next = self.responses.poll_recv(cx);
         if matches!(next, Poll::Ready(Some(_))) && self.lagging.swap(false, Ordering::AcqRel) {
             self.shared.watch_sync.notify_one();
