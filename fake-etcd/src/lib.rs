@@ -26,12 +26,14 @@
 //! - `service`: tonic glue, one module per etcd service, and request limits.
 //! - `server`: [`FakeEtcd`], its builder, and the test's controls.
 //! - `net`: the gRPC server, background tasks, connections that obey faults.
+//! - `bridge`: [`Bridge`], a TCP proxy with switches, for any etcd.
 //! - `faults`: injected errors and latency ([`Rpc`], [`errors`]), stream and
 //!   connection switches.
 //! - `error`: etcd's errors and their exact gRPC form.
 
 #![doc(test(attr(deny(warnings))))]
 
+mod bridge;
 mod clock;
 mod core;
 mod error;
@@ -45,6 +47,7 @@ mod server;
 mod service;
 mod watch;
 
+pub use bridge::Bridge;
 pub use clock::TimeSource;
 pub use faults::{errors, Rpc};
 pub use server::{FakeEtcd, FakeEtcdBuilder, LeaseInfo};

@@ -2,6 +2,7 @@
 //! with a message saying what etcd does differently from what it saw.
 
 pub mod cluster;
+pub mod faults;
 pub mod kv;
 pub mod lease;
 pub mod txn;
