@@ -26,6 +26,7 @@
 //! - `service`: tonic glue, one module per etcd service, and request limits.
 //! - `server`: [`FakeEtcd`], its builder, and the test's controls.
 //! - `net`: the gRPC server, background tasks, connections that obey faults.
+//! - [`control`]: the controls over HTTP, for the binary and other languages.
 //! - `bridge`: [`Bridge`], a TCP proxy with switches, for any etcd.
 //! - `faults`: injected errors and latency ([`Rpc`], [`errors`]), stream and
 //!   connection switches.
@@ -35,6 +36,7 @@
 
 mod bridge;
 mod clock;
+pub mod control;
 mod core;
 mod error;
 mod faults;

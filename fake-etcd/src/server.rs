@@ -137,6 +137,15 @@ impl FakeEtcd {
         self.shared.lock().run_timers(self.shared.clock.now());
     }
 
+    /// Where the member's time comes from.
+    pub fn time_source(&self) -> TimeSource {
+        match self.shared.clock {
+            Clock::Virtual { .. } => TimeSource::Virtual,
+            Clock::Real { .. } => TimeSource::Real,
+            Clock::Tokio { .. } => TimeSource::Tokio,
+        }
+    }
+
     /// Time on the member's clock since it started.
     pub fn elapsed(&self) -> Duration {
         self.shared.clock.now()

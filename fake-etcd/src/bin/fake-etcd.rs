@@ -1,11 +1,13 @@
 //! `fake-etcd`: the in-memory etcd as a standalone server, for etcdctl and
-//! clients in any language. It takes etcd's own flag names where they apply.
+//! clients in any language, and `fake-etcd ctl`, which drives a running one
+//! through its control API. It takes etcd's own flag names where they apply.
 
-use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::io::{IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -25,6 +27,44 @@ struct Args {
     /// Accepted for compatibility with etcd and ignored: data lives in memory.
     #[arg(long)]
     data_dir: Option<String>,
+    /// Where the control API listens (host:port on loopback), or `off`.
+    #[arg(long, default_value = "127.0.0.1:2381")]
+    control_listen: String,
+    /// Where time comes from: the wall clock, or virtual time that moves only
+    /// through the control API (`fake-etcd ctl advance 30s`).
+    #[arg(long, value_enum, default_value_t = Time::Real)]
+    time: Time,
+    /// Seed for random fault injection (default: FAKE_ETCD_SEED, or the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Time {
+    Real,
+    Virtual,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive a running fake-etcd through its control API, e.g.
+    /// `fake-etcd ctl advance 30s`, `fake-etcd ctl fail rpc=Put count=2`,
+    /// `fake-etcd ctl status`.
+    Ctl {
+        /// The control API's address.
+        #[arg(long, default_value = "127.0.0.1:2381")]
+        control: String,
+        /// The control: status, leases, advance, expire-lease, drop-connections,
+        /// pause, resume, restart, compact, fail, delay, clear-faults,
+        /// stall-watches, unstall-watches, end-watch-streams,
+        /// end-keepalive-streams, no-space, disarm-no-space, change-leader.
+        control_name: String,
+        /// Parameters as name=value; `advance 30s` and `expire-lease ID`
+        /// take theirs bare.
+        params: Vec<String>,
+    },
 }
 
 fn listen_addr(url: &str) -> Result<SocketAddr, String> {
@@ -32,15 +72,33 @@ fn listen_addr(url: &str) -> Result<SocketAddr, String> {
     let host_port = first.strip_prefix("http://").ok_or_else(|| {
         format!("--listen-client-urls: only http:// URLs are supported, got {first:?}")
     })?;
-    let host_port = host_port.trim_end_matches('/');
-    let host_port = host_port.replacen("localhost", "127.0.0.1", 1);
+    let host_port = host_port
+        .trim_end_matches('/')
+        .replacen("localhost", "127.0.0.1", 1);
     host_port
         .parse()
         .map_err(|e| format!("--listen-client-urls: {first:?} is not host:port ({e})"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Some(Command::Ctl {
+            control,
+            control_name,
+            params,
+        }) => ctl(&control, &control_name, &params),
+        None => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(serve(args)),
+            Err(err) => {
+                eprintln!("fake-etcd: cannot start the runtime: {err}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(args: Args) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -48,41 +106,120 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let args = Args::parse();
     if let Some(dir) = &args.data_dir {
         tracing::info!(data_dir = %dir, "--data-dir ignored: fake-etcd keeps its data in memory");
     }
+    let fail = |message: String| {
+        eprintln!("fake-etcd: {message}");
+        ExitCode::FAILURE
+    };
     let addr = match listen_addr(&args.listen_client_urls) {
         Ok(addr) => addr,
-        Err(message) => {
-            eprintln!("fake-etcd: {message}");
-            return ExitCode::FAILURE;
-        }
+        Err(message) => return fail(message),
     };
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("fake-etcd: cannot listen on {addr}: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(err) => return fail(format!("cannot listen on {addr}: {err}")),
     };
-    let served = fake_etcd::FakeEtcd::builder()
+    let control = match args.control_listen.as_str() {
+        "off" => None,
+        control => match TcpListener::bind(control).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                return fail(format!(
+                    "cannot listen for the control API on {control}: {err}"
+                ))
+            }
+        },
+    };
+    let time = match args.time {
+        Time::Real => fake_etcd::TimeSource::Real,
+        Time::Virtual => fake_etcd::TimeSource::Virtual,
+    };
+    let mut builder = fake_etcd::FakeEtcd::builder()
         .listener(listener)
         .name(args.name)
-        .time(fake_etcd::TimeSource::Real)
-        .advertise_client_urls(args.advertise_client_urls)
-        .serve(async {
-            // If Ctrl-C cannot be watched, serve until killed.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        .time(time)
+        .advertise_client_urls(args.advertise_client_urls);
+    if let Some(seed) = args.seed {
+        builder = builder.seed(seed);
+    }
+    let etcd = match builder.start().await {
+        Ok(etcd) => Arc::new(etcd),
+        Err(err) => return fail(err.to_string()),
+    };
+    tracing::info!(endpoint = %etcd.endpoint(), seed = etcd.seed(), time = ?time, "serving etcd v3 API");
+    if let Some(listener) = control {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving the control API");
+        }
+        tokio::spawn(fake_etcd::control::serve(Arc::clone(&etcd), listener));
+    }
+    if tokio::signal::ctrl_c().await.is_err() {
+        // If Ctrl-C cannot be watched, serve until killed.
+        std::future::pending::<()>().await;
+    }
+    tracing::info!("shutting down");
+    ExitCode::SUCCESS
+}
+
+/// One control call: a plain HTTP/1.1 request, the JSON answer printed.
+fn ctl(control: &str, name: &str, params: &[String]) -> ExitCode {
+    let bare = match name {
+        "advance" | "delay" => Some("by"),
+        "expire-lease" => Some("id"),
+        "compact" => Some("revision"),
+        _ => None,
+    };
+    let query: Vec<String> = params
+        .iter()
+        .map(|p| match (p.split_once('='), bare) {
+            (Some(_), _) => p.clone(),
+            (None, Some(key)) => format!("{key}={p}"),
+            (None, None) => p.clone(),
         })
-        .await;
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
+        .map(|p| percent_encoding::utf8_percent_encode(&p, QUERY).to_string())
+        .collect();
+    let method = if matches!(name, "status" | "leases") {
+        "GET"
+    } else {
+        "POST"
+    };
+    let path = if query.is_empty() {
+        format!("/v1/{name}")
+    } else {
+        format!("/v1/{name}?{}", query.join("&"))
+    };
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {control}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let response = TcpStream::connect(control).and_then(|mut stream| {
+        stream.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    });
+    match response {
+        Ok(response) => {
+            let ok = response.starts_with("HTTP/1.1 200");
+            let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            print!("{body}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(err) => {
-            eprintln!("fake-etcd: {err}");
+            eprintln!("fake-etcd ctl: cannot reach the control API at {control}: {err}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// What a query value may not contain unescaped.
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'#')
+    .add(b'&')
+    .add(b'+')
+    .add(b'%')
+    .add(b'"');
