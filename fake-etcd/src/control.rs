@@ -73,14 +73,14 @@ async fn handle(etcd: &FakeEtcd, request: Request<Incoming>) -> Response<Full<By
         .query()
         .map(|q| {
             q.split('&')
-                .filter_map(|pair| {
+                .map(|pair| {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                     let decode = |s: &str| {
                         percent_encoding::percent_decode_str(&s.replace('+', " "))
                             .decode_utf8_lossy()
                             .into_owned()
                     };
-                    Some((decode(k), decode(v)))
+                    (decode(k), decode(v))
                 })
                 .collect()
         })
