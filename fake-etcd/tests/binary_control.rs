@@ -27,26 +27,28 @@ impl Drop for Running {
 }
 
 async fn start(client_port: u16, control_port: u16) -> Running {
-    let child = Command::new(BINARY)
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client_port}"),
-        ])
-        .args(["--control-listen", &format!("127.0.0.1:{control_port}")])
-        .args([
-            "--time",
-            "virtual",
-            "--data-dir",
-            "ignored",
-            "--name",
-            "infra9",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run fake-etcd");
+    let server = Running(
+        Command::new(BINARY)
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client_port}"),
+            ])
+            .args(["--control-listen", &format!("127.0.0.1:{control_port}")])
+            .args([
+                "--time",
+                "virtual",
+                "--data-dir",
+                "ignored",
+                "--name",
+                "infra9",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run fake-etcd"),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", control_port)).is_ok() {
-            return Running(child);
+            return server;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
