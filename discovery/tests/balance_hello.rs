@@ -1,0 +1,147 @@
+//! Balancing real gRPC calls over registered Greeter servers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use discovery::balance::{BalancedChannel, InstanceRouter, WhenEmpty};
+use discovery::{Registrar, Resolver};
+use fake_etcd::FakeEtcd;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status};
+
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+mod hello {
+    tonic::include_proto!("hello");
+}
+use hello::greeter_client::GreeterClient;
+use hello::greeter_server::{Greeter, GreeterServer};
+use hello::{HelloReply, HelloRequest};
+
+struct Server(String);
+
+#[tonic::async_trait]
+impl Greeter for Server {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        Ok(Response::new(HelloReply {
+            message: format!("hello {}", request.into_inner().name),
+            server: self.0.clone(),
+        }))
+    }
+}
+
+async fn serve() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(GreeterServer::new(Server(addr.to_string())))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+async fn who_answers(
+    client: &mut GreeterClient<BalancedChannel>,
+    calls: usize,
+) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..calls {
+        let reply = client
+            .say_hello(HelloRequest { name: "x".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        *seen.entry(reply.server).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn calls_spread_over_registered_servers_and_follow_changes() {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let mut registrations = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let addr = serve().await;
+        registrations.push(Registrar::builder(client.clone(), "greeter", addr.to_string()).start());
+        addrs.push(addr.to_string());
+    }
+    let resolver = Resolver::builder(client.clone(), "greeter").start();
+    let mut rx = resolver.subscribe();
+    rx.wait_for(|s| s.endpoints.len() == 3).await.unwrap();
+    let mut greeter = GreeterClient::new(BalancedChannel::new(
+        &resolver,
+        WhenEmpty::Wait(Duration::from_secs(5)),
+    ));
+
+    let seen = who_answers(&mut greeter, 60).await;
+    assert_eq!(seen.len(), 3, "every server gets calls: {seen:?}");
+
+    let stopped = registrations.remove(0);
+    stopped.deregister().await.unwrap();
+    rx.wait_for(|s| s.endpoints.len() == 2).await.unwrap();
+    // The balancer has the removal once its pump ran; give it a moment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = who_answers(&mut greeter, 40).await;
+    assert!(
+        !seen.contains_key(&addrs[0]),
+        "the deregistered server is out of the rotation: {seen:?}"
+    );
+    assert_eq!(seen.len(), 2);
+
+    // Routing to one chosen instance.
+    let router = InstanceRouter::new(&resolver);
+    let mut sticky = GreeterClient::new(router.channel(&addrs[2]).unwrap());
+    for _ in 0..5 {
+        let reply = sticky
+            .say_hello(HelloRequest { name: "y".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.server, addrs[2]);
+    }
+    assert!(
+        router.channel(&addrs[0]).is_err(),
+        "a deregistered instance has no channel"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_service_fails_fast_or_waits_as_chosen() {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let resolver = Resolver::builder(client.clone(), "greeter").start();
+    let mut fail_fast = GreeterClient::new(BalancedChannel::new(&resolver, WhenEmpty::FailFast));
+    let status = fail_fast
+        .say_hello(HelloRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("no registered instances"),
+        "{status:?}"
+    );
+
+    let mut waiting = GreeterClient::new(BalancedChannel::new(
+        &resolver,
+        WhenEmpty::Wait(Duration::from_secs(10)),
+    ));
+    let call = tokio::spawn(async move { waiting.say_hello(HelloRequest::default()).await });
+    let addr = serve().await;
+    let _registration = Registrar::builder(client, "greeter", addr.to_string()).start();
+    let reply = call
+        .await
+        .unwrap()
+        .expect("the waiting call goes through once a server registers");
+    assert_eq!(reply.into_inner().server, addr.to_string());
+}
