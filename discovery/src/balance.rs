@@ -257,7 +257,8 @@ impl InstanceRouter {
 ///     let metadata = serde_json::json!({ "weight": weight });
 ///     snapshot.endpoints.insert(id.into(), Endpoint { id: id.into(), addr: format!("{id}:1"), metadata });
 /// }
-/// let picks = (0..4u64).map(|i| pick_weighted(&snapshot, i * (u64::MAX / 4)).unwrap().id.clone());
+/// // Four evenly spread draws: one lands on "a", three on "b".
+/// let picks = (0..4u64).map(|i| pick_weighted(&snapshot, (2 * i + 1) * (u64::MAX / 8)).unwrap().id.clone());
 /// assert_eq!(picks.collect::<Vec<_>>(), ["a", "b", "b", "b"]);
 /// ```
 pub fn pick_weighted(snapshot: &Snapshot, random: u64) -> Option<&Endpoint> {

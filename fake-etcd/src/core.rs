@@ -75,6 +75,23 @@ impl Core {
         self.raft_index += 1;
     }
 
+    /// The raised alarms as `Status.errors` lists them (gogoproto's text
+    /// form of each `AlarmMember`).
+    pub(crate) fn alarm_errors(&self) -> Vec<String> {
+        self.alarms
+            .iter()
+            .map(|&(member, alarm)| {
+                let name = AlarmType::try_from(alarm)
+                    .map_or_else(|_| alarm.to_string(), |a| a.as_str_name().to_owned());
+                if member == 0 {
+                    format!("alarm:{name} ")
+                } else {
+                    format!("memberID:{member} alarm:{name} ")
+                }
+            })
+            .collect()
+    }
+
     /// Whether the NOSPACE alarm is raised (writes that store data fail).
     pub(crate) fn no_space(&self) -> bool {
         self.alarms
@@ -138,14 +155,6 @@ impl Core {
         }
         let events = write.into_events();
         self.publish(&events);
-    }
-
-    /// What the watch hub needs from the rest of the core.
-    pub(crate) fn watch_context(&self) -> watch::Context<'_> {
-        watch::Context {
-            store: &self.store,
-            raft_term: self.raft_term,
-        }
     }
 
     /// Tells watchers about a write's events.

@@ -104,9 +104,21 @@ pub(crate) async fn serve_grpc(
 /// room in its outbox.
 async fn sync_lagging_watchers(shared: Arc<Shared>, member: CancellationToken) {
     loop {
+        // A stream that drains wakes this at once; as in etcd, anything
+        // still waiting is retried every 100 ms too, so a wakeup lost to a
+        // race costs a delay, never a stuck watcher.
+        let waiting = shared.lock().watchers.has_unsynced();
+        let retry = async {
+            if waiting {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = member.cancelled() => return,
             () = shared.watch_sync.notified() => {}
+            () = retry => {}
         }
         let mut core = shared.lock();
         let core = &mut *core;

@@ -136,19 +136,23 @@ pub async fn compare_targets(s: &mut Scenario) {
         assert_eq!(resp.succeeded, expected, "{compare:?}");
     }
     // A missing target_union compares against zero.
-    let mut no_union = cmp(s, "k", Version, Greater, TargetUnion::Version(0));
-    no_union.target_union = None;
-    assert!(
-        txn(
+    for (result, expected) in [(Greater, true), (Equal, false)] {
+        let mut no_union = cmp(s, "k", Version, result, TargetUnion::Version(2));
+        no_union.target_union = None;
+        let compare = vec![no_union];
+        let resp = txn(
             s,
             TxnRequest {
-                compare: vec![no_union],
+                compare,
                 ..Default::default()
-            }
+            },
         )
-        .await
-        .succeeded
-    );
+        .await;
+        assert_eq!(
+            resp.succeeded, expected,
+            "version 2 against a missing target (0), {result:?}"
+        );
+    }
 }
 
 /// A compare over a range holds only if every key in it satisfies it.

@@ -211,12 +211,17 @@ pub(crate) fn is_txn_read_only(req: &TxnRequest) -> bool {
 }
 
 /// Whether a txn would store anything if its puts ran (what a NOSPACE alarm
-/// refuses): a put at its top level, on either branch.
+/// refuses): a put on either branch, nested txns included (etcd's
+/// `costTxn`).
 pub(crate) fn txn_puts(req: &TxnRequest) -> bool {
     req.success
         .iter()
         .chain(&req.failure)
-        .any(|op| matches!(op.request, Some(Request::RequestPut(_))))
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(nested)) => txn_puts(nested),
+            _ => false,
+        })
 }
 
 /// Runs a txn: every compare first (nested ones included) against the state

@@ -117,7 +117,6 @@ impl Store {
     }
 
     /// The key as it was at `rev`.
-    #[cfg(test)]
     pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Option<&KeyValue> {
         self.keys.get(key).and_then(|h| h.at(rev))
     }
@@ -125,6 +124,7 @@ impl Store {
     /// Starts a write. See [`WriteTxn`].
     pub(crate) fn write(&mut self) -> WriteTxn<'_> {
         WriteTxn {
+            begin: self.revision,
             store: self,
             events: Vec::new(),
         }
@@ -174,6 +174,8 @@ impl Store {
 #[derive(Debug)]
 pub(crate) struct WriteTxn<'s> {
     store: &'s mut Store,
+    /// The revision the write started from.
+    begin: i64,
     events: Vec<Event>,
 }
 
@@ -186,6 +188,13 @@ impl WriteTxn<'_> {
     /// Whether anything has changed yet.
     fn changed(&self) -> bool {
         !self.events.is_empty()
+    }
+
+    /// The key as it was before this write: what a watcher's `prev_kv`
+    /// shows for every change of the write (etcd reads it at the revision
+    /// before), even for a key a txn changes twice.
+    fn before(&self, key: &[u8]) -> Option<KeyValue> {
+        self.store.get_at(key, self.begin).cloned()
     }
 
     fn next_revision(&mut self) -> Revision {
@@ -215,10 +224,11 @@ impl WriteTxn<'_> {
                     .insert(key, KeyHistory::created(revision, kv.clone()));
             }
         }
+        let before = self.before(&kv.key);
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: prev.clone(),
+            prev_kv: before,
         });
         prev
     }
@@ -229,6 +239,7 @@ impl WriteTxn<'_> {
         let rev = self.store.revision;
         let deleted: Vec<KeyValue> = self.store.range_at(range, rev).cloned().collect();
         for prev in &deleted {
+            let before = self.before(&prev.key);
             let revision = self.next_revision();
             if let Some(history) = self.store.keys.get_mut(&prev.key) {
                 history.tombstone(revision);
@@ -240,7 +251,7 @@ impl WriteTxn<'_> {
                     mod_revision: revision.main,
                     ..Default::default()
                 }),
-                prev_kv: Some(prev.clone()),
+                prev_kv: before,
             });
         }
         deleted

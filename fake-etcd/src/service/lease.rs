@@ -80,26 +80,35 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let shared = Arc::clone(&self.shared);
-        // One response per request, in order; the stream ends when the
-        // client's side does, or with an injected error.
-        let responses = request
-            .into_inner()
-            .map_while(Result::ok)
-            .map(move |req| Ok(keep_alive(&shared, req.id)));
+        let mut requests = request.into_inner();
         let mut end = self.shared.faults.end_keepalives.subscribe();
-        let ended = async_stream_end(async move {
+        let (responses, stream) = tokio::sync::mpsc::channel(16);
+        // One response per request, in order. The stream ends when the
+        // client's side does (OK), with the client's error, or with an
+        // injected one.
+        tokio::spawn(async move {
             loop {
-                match end.recv().await {
-                    Ok(status) => return status,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        std::future::pending().await
-                    }
+                let next = tokio::select! {
+                    request = requests.next() => match request {
+                        Some(Ok(req)) => Ok(keep_alive(&shared, req.id)),
+                        Some(Err(status)) => Err(status),
+                        None => return,
+                    },
+                    ended = end.recv() => match ended {
+                        Ok(status) => Err(status),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                let failed = next.is_err();
+                if responses.send(next).await.is_err() || failed {
+                    return;
                 }
             }
         });
-        let merged = responses.merge(ended);
-        Ok(Response::new(Box::pin(merged)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(stream),
+        )))
     }
 
     async fn lease_time_to_live(
@@ -150,30 +159,6 @@ impl Lease for LeaseService {
         };
         self.shared.fill_header(&mut resp.header, &core);
         Ok(Response::new(resp))
-    }
-}
-
-/// A stream that yields one error when `ended` completes, then ends.
-fn async_stream_end(ended: impl std::future::Future<Output = Status> + Send + 'static) -> EndWith {
-    EndWith(Some(Box::pin(ended)))
-}
-
-/// See [`async_stream_end`].
-struct EndWith(Option<Pin<Box<dyn std::future::Future<Output = Status> + Send>>>);
-
-impl Stream for EndWith {
-    type Item = Result<LeaseKeepAliveResponse, Status>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let Some(ended) = self.0.as_mut() else {
-            return std::task::Poll::Ready(None);
-        };
-        let status = std::task::ready!(ended.as_mut().poll(cx));
-        self.0 = None;
-        std::task::Poll::Ready(Some(Err(status)))
     }
 }
 

@@ -40,6 +40,8 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<AlarmResponse>, Status> {
         let req = request.into_inner();
         let mut core = self.shared.lock();
+        // Alarm requests go through raft in etcd.
+        core.record_raft_entry();
         let alarms = core.alarm(req.action, req.member_id, req.alarm);
         let mut resp = AlarmResponse {
             header: None,
@@ -52,13 +54,7 @@ impl Maintenance for MaintenanceService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let core = self.shared.lock();
         let db_size = EMPTY_DB_BYTES + BYTES_PER_KEY * core.store.retained_keys() as i64;
-        let mut errors = Vec::new();
-        if core.no_space() {
-            errors.push(format!(
-                "memberID:{} alarm:{} ",
-                self.shared.identity.member_id, "NOSPACE"
-            ));
-        }
+        let errors = core.alarm_errors();
         let mut resp = StatusResponse {
             header: None,
             version: ETCD_VERSION.to_owned(),
@@ -79,11 +75,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        // Memory needs no defragmenting; compaction already freed it.
-        let core = self.shared.lock();
-        let mut resp = DefragmentResponse::default();
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        // Memory needs no defragmenting; compaction already freed it. etcd
+        // answers with an empty response, no header.
+        Ok(Response::new(DefragmentResponse::default()))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

@@ -41,6 +41,8 @@ impl Watch for WatchService {
         let (outbox, responses) = mpsc::channel(STREAM_BUFFER);
         let now = self.shared.clock.now();
         let (stream, lagging) = self.shared.lock().watchers.open_stream(outbox.clone(), now);
+        // Its progress deadline may be the soonest timer now.
+        self.shared.expiry_wakeup.notify_one();
         let shared = Arc::clone(&self.shared);
         tokio::spawn(serve_requests(shared, stream, request.into_inner(), outbox));
         let stall = WatchStream::new(self.shared.faults.watches_stalled.subscribe());
@@ -70,7 +72,13 @@ async fn serve_requests(
         let request = tokio::select! {
             request = requests.next() => match request {
                 Some(Ok(request)) => request,
-                _ => break,
+                // The client's side failed (a message over the limit, say):
+                // the stream ends with that error, as from etcd.
+                Some(Err(status)) => {
+                    let _ = outbox.send(Err(status)).await;
+                    return;
+                }
+                None => break,
             },
             Ok(status) = end.recv() => {
                 // An injected end: the stream fails with this status.
@@ -78,49 +86,38 @@ async fn serve_requests(
                 return;
             }
         };
-        let reply = match request.request_union {
-            Some(RequestUnion::CreateRequest(create)) => {
-                let (response, started) = {
-                    let mut core = shared.lock();
-                    let core = &mut *core;
-                    let ctx = Context {
-                        store: &core.store,
-                        raft_term: core.raft_term,
-                    };
-                    core.watchers.create(stream, create, ctx)
-                };
-                if outbox.send(Ok(response)).await.is_err() {
-                    return;
-                }
+        let Some(request) = request.request_union else {
+            continue;
+        };
+        // Room for the answer first, then everything under one lock: the
+        // answer is queued in order with the events writes queue, and a new
+        // watcher's `created` precedes its first event.
+        let Ok(permit) = outbox.reserve().await else {
+            return;
+        };
+        let mut core = shared.lock();
+        let core = &mut *core;
+        let ctx = Context {
+            store: &core.store,
+            raft_term: core.raft_term,
+        };
+        match request {
+            RequestUnion::CreateRequest(create) => {
+                let (response, started) = core.watchers.create(stream, create, ctx);
+                permit.send(Ok(response));
                 if let Some(id) = started {
-                    let mut core = shared.lock();
-                    let core = &mut *core;
-                    let ctx = Context {
-                        store: &core.store,
-                        raft_term: core.raft_term,
-                    };
                     core.watchers.created(stream, id, ctx);
                 }
-                None
             }
-            Some(RequestUnion::CancelRequest(cancel)) => {
-                let mut core = shared.lock();
-                let core = &mut *core;
-                let ctx = Context {
-                    store: &core.store,
-                    raft_term: core.raft_term,
-                };
-                core.watchers.cancel(stream, cancel.watch_id, ctx)
+            RequestUnion::CancelRequest(cancel) => {
+                if let Some(response) = core.watchers.cancel(stream, cancel.watch_id, ctx) {
+                    permit.send(Ok(response));
+                }
             }
-            Some(RequestUnion::ProgressRequest(_)) => {
-                let core = shared.lock();
-                core.watchers.progress(stream, core.watch_context())
-            }
-            None => None,
-        };
-        if let Some(response) = reply {
-            if outbox.send(Ok(response)).await.is_err() {
-                return;
+            RequestUnion::ProgressRequest(_) => {
+                if let Some(response) = core.watchers.progress(stream, ctx) {
+                    permit.send(Ok(response));
+                }
             }
         }
     }

@@ -229,6 +229,11 @@ impl WatchHub {
         })
     }
 
+    /// Whether any watcher waits to catch up.
+    pub(crate) fn has_unsynced(&self) -> bool {
+        !self.unsynced.is_empty()
+    }
+
     /// How many watchers are open (compacted ones holding an ID included).
     pub(crate) fn watcher_count(&self) -> usize {
         self.streams.values().map(|s| s.watchers.len()).sum()
@@ -293,6 +298,11 @@ impl WatchHub {
         let Some(s) = self.streams.get_mut(&stream) else {
             return (refuse(EMPTY_RANGE), None);
         };
+        if req.start_revision < 0 {
+            // etcd ≥ 3.5.24 refuses a negative start outright, before it
+            // looks at the range.
+            return (refuse(COMPACTED), None);
+        }
         let key = if req.key.is_empty() {
             Bytes::from_static(b"\0")
         } else {
@@ -301,10 +311,6 @@ impl WatchHub {
         let range = KeyRange::new(&key, &req.range_end);
         if range == KeyRange::Empty {
             return (refuse(EMPTY_RANGE), None);
-        }
-        if req.start_revision < 0 {
-            // etcd ≥ 3.5.24 refuses a negative start outright.
-            return (refuse(COMPACTED), None);
         }
         let id = if req.watch_id == 0 {
             while s.watchers.contains_key(&s.next_auto_id) {
@@ -389,13 +395,10 @@ impl WatchHub {
     pub(crate) fn progress(&self, stream: StreamId, ctx: Context<'_>) -> Option<WatchResponse> {
         let s = self.streams.get(&stream)?;
         let current = ctx.store.revision();
-        let mut live = s
-            .watchers
-            .values()
-            .filter(|w| w.state != State::Compacted)
-            .peekable();
-        live.peek()?;
-        let all_synced = live.all(|w| w.state == State::Synced && current >= w.start_revision);
+        // A compacted watcher still counts, and is not synced (as in etcd).
+        let mut watchers = s.watchers.values().peekable();
+        watchers.peek()?;
+        let all_synced = watchers.all(|w| w.state == State::Synced && current >= w.start_revision);
         all_synced.then(|| WatchResponse {
             header: self.header(current, ctx.raft_term),
             watch_id: -1,
@@ -445,8 +448,11 @@ impl WatchHub {
                 raft_term: ctx.raft_term,
                 revision,
             });
-            if selected.is_empty() || send(&s.outbox, key.id, header, selected, w.fragment) {
+            if selected.is_empty() {
                 w.next_revision = revision + 1;
+            } else if send(&s.outbox, key.id, header, selected, w.fragment) {
+                w.next_revision = revision + 1;
+                // Only a response with events counts against progress.
                 w.events_since_tick = true;
             } else {
                 // A slow consumer: set aside, caught up from history later.
@@ -517,13 +523,13 @@ impl WatchHub {
                 .filter(|e| e.kv.as_ref().is_some_and(|kv| w.range.contains(&kv.key)))
                 .cloned();
             let selected = w.select(matching, compacted);
-            if !selected.is_empty()
-                && !send(&s.outbox, key.id, header(current), selected, w.fragment)
-            {
-                s.lagging.store(true, Ordering::Release);
-                return;
+            if !selected.is_empty() {
+                if !send(&s.outbox, key.id, header(current), selected, w.fragment) {
+                    s.lagging.store(true, Ordering::Release);
+                    return;
+                }
+                w.events_since_tick = true;
             }
-            w.events_since_tick = true;
             w.next_revision = last + 1;
         }
     }
