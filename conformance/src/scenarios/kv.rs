@@ -114,7 +114,10 @@ pub async fn reads_at_old_revisions(s: &mut Scenario) {
         .header
         .unwrap()
         .revision;
-    assert_eq!((r2, r3), (r1 + 1, r1 + 2));
+    assert!(r1 < r2 && r2 < r3, "one revision each: {r1} {r2} {r3}");
+    if s.is_fake() {
+        assert_eq!((r2, r3), (r1 + 1, r1 + 2));
+    }
 
     let at = |rev| RangeRequest {
         key: b(s.key("k")),
@@ -295,7 +298,11 @@ pub async fn revision_filters(s: &mut Scenario) {
 pub async fn put_versions_and_revisions(s: &mut Scenario) {
     let r1 = put(s, "k", "v").await;
     let r2 = put(s, "k", "v").await;
-    assert_eq!(r2, r1 + 1, "an unchanged value still takes a revision");
+    assert!(r2 > r1, "an unchanged value still takes a revision");
+    if s.is_fake() {
+        // On a shared etcd other scenarios write in between.
+        assert_eq!(r2, r1 + 1, "exactly one");
+    }
     let r = range(
         s,
         RangeRequest {
