@@ -19,6 +19,7 @@
 //!
 //! - [`scenarios`]: the scenario bodies, by area.
 //! - [`properties`]: property tests over random schedules (proptest).
+//! - [`discovery_properties`]: the registrar and resolver under random faults.
 //! - [`Target`], [`Scenario`], [`run`]: choosing the target and running a
 //!   scenario against it.
 //!
@@ -31,6 +32,7 @@
 //! # }
 //! ```
 
+pub mod discovery_properties;
 pub mod properties;
 pub mod scenarios;
 

@@ -417,7 +417,7 @@ impl Task {
         let interval = ttl / 3;
         let mut next_renewal = Instant::now() + interval;
         let mut keeper = None;
-        let mut own_key = tokio::time::timeout_at(deadline, self.watch_own_key())
+        let mut own_key = tokio::time::timeout_at(deadline, self.watch_own_key(lease))
             .await
             .ok()
             .flatten();
@@ -496,7 +496,7 @@ impl Task {
                             }
                         }
                         OwnKey::StreamEnded => {
-                            own_key = tokio::time::timeout_at(deadline, self.watch_own_key()).await.ok().flatten();
+                            own_key = tokio::time::timeout_at(deadline, self.watch_own_key(lease)).await.ok().flatten();
                         }
                     }
                 }
@@ -512,10 +512,28 @@ impl Task {
         }
     }
 
-    /// A watch on the instance's own key, from now.
-    async fn watch_own_key(&mut self) -> Option<WatchStream> {
+    /// A watch on the instance's own key. The key is checked first, and put
+    /// back if it is missing or not ours, and the watch starts right after
+    /// that check: a change made while no watch was open (during a watch
+    /// outage, say) is not missed.
+    async fn watch_own_key(&mut self, lease: i64) -> Option<WatchStream> {
+        let limit = self.call_limit();
+        let current = bounded(limit, self.client.get(self.key.as_str(), None))
+            .await
+            .ok()?;
+        let revision = current.header().map_or(0, |h| h.revision());
+        let value = self.codec.encode(&self.endpoint);
+        let intact = current
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.value() == value.as_slice() && kv.lease() == lease);
+        if !intact {
+            tracing::info!(key = %self.key, "registration missing or changed; putting it back");
+            self.put(lease).await.ok()?;
+        }
+        let options = WatchOptions::new().with_start_revision(revision + 1);
         self.client
-            .watch(self.key.as_str(), Some(WatchOptions::new()))
+            .watch(self.key.as_str(), Some(options))
             .await
             .ok()
     }

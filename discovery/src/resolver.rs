@@ -55,9 +55,20 @@ pub struct ResolverBuilder {
     resync: Option<Duration>,
     backoff: (Duration, Duration),
     seed: Option<u64>,
+    merge_on_relist: bool,
 }
 
 impl ResolverBuilder {
+    /// A deliberately broken resolver, for showing that the property tests
+    /// catch the classic bug: on listing again it merges into the old
+    /// snapshot instead of replacing it, so instances deleted during a
+    /// watch gap stay. Never use it for anything else.
+    #[doc(hidden)]
+    pub fn broken_merge_on_relist(mut self) -> Self {
+        self.merge_on_relist = true;
+        self
+    }
+
     /// How instances are laid out ([`GoNaming`] unless set).
     pub fn codec(mut self, codec: impl Codec) -> Self {
         self.codec = Arc::new(codec);
@@ -100,6 +111,7 @@ impl ResolverBuilder {
             resync: self.resync,
             backoff,
             tx,
+            merge_on_relist: self.merge_on_relist,
         };
         let task = tokio::spawn(run.run());
         Resolver { snapshot: rx, task }
@@ -146,6 +158,7 @@ impl Resolver {
             resync: None,
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             seed: None,
+            merge_on_relist: false,
         }
     }
 
@@ -204,6 +217,7 @@ struct Run {
     resync: Option<Duration>,
     backoff: Backoff,
     tx: watch::Sender<Snapshot>,
+    merge_on_relist: bool,
 }
 
 impl Run {
@@ -253,6 +267,13 @@ impl Run {
             .filter_map(|kv| self.codec.decode(&self.service, kv.key(), kv.value()))
             .map(|e| (e.id.clone(), e))
             .collect();
+        let mut endpoints: BTreeMap<String, Endpoint> = endpoints;
+        if self.merge_on_relist {
+            let old = self.tx.borrow().endpoints.clone();
+            for (id, endpoint) in old {
+                endpoints.entry(id).or_insert(endpoint);
+            }
+        }
         self.tx.send_replace(Snapshot {
             revision,
             endpoints,
