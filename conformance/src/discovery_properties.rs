@@ -41,6 +41,9 @@ pub enum Step {
     /// Keep watchers away for a TTL while an instance's key is deleted and
     /// history is compacted: a watch gap.
     CompactGap(u8),
+    /// Instance `i` dies while watchers are kept away; its lease expires and
+    /// history is compacted before they return.
+    DieInGap(u8),
     /// Delete instance `i`'s key behind its back.
     DeleteKey(u8),
     /// Fail the next few calls of every RPC.
@@ -60,6 +63,7 @@ pub fn schedule(max: usize) -> impl Strategy<Value = Vec<Step>> {
         1 => Just(Step::DropConnections),
         1 => Just(Step::Restart),
         1 => (0..INSTANCES).prop_map(Step::CompactGap),
+        1 => (0..INSTANCES).prop_map(Step::DieInGap),
         1 => (0..INSTANCES).prop_map(Step::DeleteKey),
         1 => (1..4u8).prop_map(Step::Errors),
         1 => (0..INSTANCES, 1..9u8).prop_map(|(i, w)| Step::Metadata(i, w)),
@@ -233,6 +237,16 @@ async fn check(steps: Vec<Step>, seed: u64, variant: Variant) -> Result<(), Stri
                     .await;
                 world.etcd.compact(world.etcd.revision());
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                world.etcd.clear_faults();
+            }
+            Step::DieInGap(i) => {
+                world.etcd.fail_always(Rpc::Watch, errors::no_leader());
+                world.etcd.end_watch_streams(errors::leader_changed());
+                if world.running.remove(&i).is_some() {
+                    world.killed.insert(i);
+                }
+                tokio::time::sleep(Duration::from_secs(TTL as u64 + 1)).await;
+                world.etcd.compact(world.etcd.revision());
                 world.etcd.clear_faults();
             }
             Step::DeleteKey(i) => {

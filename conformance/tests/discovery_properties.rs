@@ -32,7 +32,7 @@ fn a_resolver_that_merges_on_relist_is_caught() {
     if !conformance::Target::current().is_fake() {
         return;
     }
-    run_property(128, Variant::MergesOnRelist).expect_err("the broken resolver is caught");
+    run_property(1024, Variant::MergesOnRelist).expect_err("the broken resolver is caught");
 }
 
 /// The schedule that exposes a merging resolver, checked directly: an
