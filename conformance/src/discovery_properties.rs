@@ -15,7 +15,7 @@ use discovery::{Registrar, Registration, Resolver};
 use etcd_client::{Client, GetOptions};
 use fake_etcd::{errors, FakeEtcd, Rpc, TimeSource};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 const SERVICE: &str = "svc";
 const INSTANCES: u8 = 3;
@@ -102,25 +102,7 @@ pub enum Variant {
 ///
 /// When a schedule breaks a property.
 pub fn run_property(cases: u32, variant: Variant) -> Result<(), String> {
-    let seed: u64 = std::env::var(crate::properties::SEED_VAR)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    let mut seed_bytes = [0u8; 32];
-    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new_with_rng(
-        config,
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-    );
+    let (mut runner, seed) = crate::properties::seeded_runner(cases);
     let result = runner.run(&schedule(16), |steps| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

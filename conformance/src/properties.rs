@@ -91,6 +91,24 @@ pub fn watch_guarantees(cases: u32) {
     } else {
         cases.clamp(1, 4)
     };
+    let (mut runner, seed) = seeded_runner(cases);
+    let result = runner.run(&schedule(24), |steps| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(check_schedule(steps))
+            .map_err(TestCaseError::fail)
+    });
+    if let Err(failure) = result {
+        panic!("{failure}\nnote: rerun with {SEED_VAR}={seed} to replay this run");
+    }
+}
+
+/// A proptest runner seeded from [`SEED_VAR`] (or the clock), and its
+/// seed, so a failing run can be replayed exactly.
+pub fn seeded_runner(cases: u32) -> (TestRunner, u64) {
     let seed: u64 = std::env::var(SEED_VAR)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -106,22 +124,13 @@ pub fn watch_guarantees(cases: u32) {
         failure_persistence: None,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(
-        config,
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-    );
-    let result = runner.run(&schedule(24), |steps| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime
-            .block_on(check_schedule(steps))
-            .map_err(TestCaseError::fail)
-    });
-    if let Err(failure) = result {
-        panic!("{failure}\nnote: rerun with {SEED_VAR}={seed} to replay this run");
-    }
+    (
+        TestRunner::new_with_rng(
+            config,
+            TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+        ),
+        seed,
+    )
 }
 
 fn key(s: &Scenario, k: u8) -> String {
