@@ -107,7 +107,8 @@ pub fn watch_guarantees(cases: u32) {
 }
 
 /// A proptest runner seeded from [`SEED_VAR`] (or the clock), and its
-/// seed, so a failing run can be replayed exactly.
+/// seed, so a failing run can be replayed exactly. `PROPTEST_CASES`
+/// overrides the number of cases.
 pub fn seeded_runner(cases: u32) -> (TestRunner, u64) {
     let seed: u64 = std::env::var(SEED_VAR)
         .ok()
@@ -119,6 +120,11 @@ pub fn seeded_runner(cases: u32) -> (TestRunner, u64) {
         });
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    // PROPTEST_CASES, proptest's own knob, asks for a longer hunt.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
     let config = Config {
         cases,
         failure_persistence: None,
