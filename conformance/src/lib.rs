@@ -263,15 +263,8 @@ pub async fn run<F>(scenario: F)
 where
     F: for<'s> AsyncScenario<'s>,
 {
-    let _shared = HISTORY.read().await;
-    let mut s = Scenario::connect(
-        std::any::type_name::<F>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("scenario"),
-    )
-    .await;
-    scenario.call(&mut s).await;
+    let _shared = shared_history().await;
+    connect_and_call(scenario).await;
 }
 
 /// Runs a scenario that compacts (or otherwise needs the target's history to
@@ -280,14 +273,20 @@ pub async fn run_exclusive<F>(scenario: F)
 where
     F: for<'s> AsyncScenario<'s>,
 {
-    let _exclusive = HISTORY.write().await;
-    let mut s = Scenario::connect(
-        std::any::type_name::<F>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("scenario"),
-    )
-    .await;
+    let _exclusive = exclusive_history().await;
+    connect_and_call(scenario).await;
+}
+
+/// Connects a scenario named after its function, and runs it.
+async fn connect_and_call<F>(scenario: F)
+where
+    F: for<'s> AsyncScenario<'s>,
+{
+    let name = std::any::type_name::<F>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("scenario");
+    let mut s = Scenario::connect(name).await;
     scenario.call(&mut s).await;
 }
 
