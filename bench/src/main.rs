@@ -236,6 +236,62 @@ async fn lease_expiry_scenario(t: &Target, fake: Option<&FakeEtcd>) -> Duration 
     started.elapsed()
 }
 
+/// Scale on the fake: 10,000 leases (each with a key) expiring in one
+/// `advance`, and the cost of a put with 10,000 watchers on other keys.
+async fn fake_scale(fake: &FakeEtcd, client: &Client) -> (Duration, Duration, Duration) {
+    let mut client = client.clone();
+    for i in 0..10_000 {
+        let lease = client.lease_grant(30, None).await.expect("grant").id();
+        client
+            .put(
+                format!("/scale/lease/{i:05}"),
+                "v",
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .expect("put");
+    }
+    let started = Instant::now();
+    fake.advance(Duration::from_secs(31)).await;
+    let expiry = started.elapsed();
+    let left = client
+        .get(
+            "/scale/lease/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count");
+    assert_eq!(left.count(), 0, "every lease expired");
+
+    let put_cost = |client: &mut Client| {
+        let mut client = client.clone();
+        async move {
+            let mut samples = Vec::new();
+            for _ in 0..2000 {
+                let started = Instant::now();
+                client
+                    .put("/scale/watched-by-none", "v", None)
+                    .await
+                    .expect("put");
+                samples.push(started.elapsed());
+            }
+            median(samples)
+        }
+    };
+    let without = put_cost(&mut client).await;
+    let mut stream = client.watch("/scale/w/00000", None).await.expect("watch");
+    stream.message().await.expect("created");
+    for i in 1..10_000 {
+        stream
+            .watch(format!("/scale/w/{i:05}"), None)
+            .await
+            .expect("watch");
+        stream.message().await.expect("created");
+    }
+    let with = put_cost(&mut client).await;
+    (expiry, without, with)
+}
+
 fn ratio(a: f64, b: f64) -> String {
     format!("{:.2}", a / b)
 }
@@ -322,6 +378,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let fake_handle = (t.name == "fake").then_some(&fake);
         expiry.push(ms(lease_expiry_scenario(t, fake_handle).await));
     }
+
+    let (expiry10k, without, with) = fake_scale(&fake, &targets[0].client).await;
+    println!(
+        "fake: 10,000 leases with a key each, expired by one advance: {:.2} ms",
+        ms(expiry10k)
+    );
+    println!(
+        "fake: put latency with 0 / 10,000 watchers on other keys: {:.3} / {:.3} ms (ratio {})",
+        ms(without),
+        ms(with),
+        ratio(ms(with), ms(without))
+    );
 
     println!();
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
