@@ -76,6 +76,14 @@ pub enum Error {
 
 impl Error {
     fn is_lease_not_found(&self) -> bool {
-        self.to_string().contains("requested lease not found")
+        matches!(self, Error::Etcd(err) if is_lease_not_found(err))
     }
+}
+
+/// Whether etcd answered that a lease does not exist (its NotFound status
+/// with "etcdserver: requested lease not found").
+pub(crate) fn is_lease_not_found(err: &etcd_client::Error) -> bool {
+    matches!(err, etcd_client::Error::GRpcStatus(status)
+        if status.code() == tonic::Code::NotFound
+            && status.message() == "etcdserver: requested lease not found")
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{random_seed, Backoff};
 use crate::codec::{Codec, Endpoint, GoNaming};
-use crate::Error;
+use crate::{is_lease_not_found, Error};
 
 /// Where a registration stands; watch it for health checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -572,10 +572,6 @@ async fn next_own_key_change(stream: &mut Option<WatchStream>, value: &[u8], lea
         }
         _ => OwnKey::StreamEnded,
     }
-}
-
-fn is_lease_not_found(err: &etcd_client::Error) -> bool {
-    err.to_string().contains("requested lease not found")
 }
 
 /// Runs a call to etcd for at most `limit`.

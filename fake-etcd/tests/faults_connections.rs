@@ -1,14 +1,14 @@
 //! Connection faults: drop, pause (partition) and restart, as `etcd-client`
 //! sees them, and recovery with no acknowledged write lost.
 
+mod common;
+
+use common::connect;
+
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, PutOptions};
 use fake_etcd::{FakeEtcd, TimeSource};
-
-async fn connect(etcd: &FakeEtcd) -> Client {
-    Client::connect([etcd.endpoint()], None).await.unwrap()
-}
 
 async fn count(client: &mut Client) -> usize {
     client

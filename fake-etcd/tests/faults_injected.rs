@@ -1,21 +1,14 @@
 //! Injected errors, latency, stalled and ended streams.
 
+mod common;
+
+use common::{connect, status_of};
+
 use std::time::Duration;
 
-use etcd_client::{Client, WatchOptions};
+use etcd_client::WatchOptions;
 use fake_etcd::{errors, FakeEtcd, Rpc, TimeSource};
 use tonic::Code;
-
-async fn connect(etcd: &FakeEtcd) -> Client {
-    Client::connect([etcd.endpoint()], None).await.unwrap()
-}
-
-fn status_of(err: etcd_client::Error) -> tonic::Status {
-    match err {
-        etcd_client::Error::GRpcStatus(status) => status,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn fail_next_fails_exactly_that_many_calls_with_etcds_status() {

@@ -1,15 +1,15 @@
 //! State faults: compaction under a watcher, the NOSPACE alarm, a leader
 //! change.
 
+mod common;
+
+use common::connect;
+
 use std::time::Duration;
 
-use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, PutOptions, WatchOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, PutOptions, WatchOptions};
 use fake_etcd::FakeEtcd;
 use tonic::Code;
-
-async fn connect(etcd: &FakeEtcd) -> Client {
-    Client::connect([etcd.endpoint()], None).await.unwrap()
-}
 
 #[tokio::test]
 async fn a_watcher_resuming_below_a_compaction_is_told() {

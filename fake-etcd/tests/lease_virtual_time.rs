@@ -1,13 +1,13 @@
 //! Leases on the three time sources, driven by the test.
 
+mod common;
+
+use common::connect;
+
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::PutOptions;
 use fake_etcd::{FakeEtcd, TimeSource};
-
-async fn connect(etcd: &FakeEtcd) -> Client {
-    Client::connect([etcd.endpoint()], None).await.unwrap()
-}
 
 #[tokio::test]
 async fn virtual_time_stands_still_until_advanced() {

@@ -1,0 +1,19 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use etcd_client::Client;
+use fake_etcd::FakeEtcd;
+
+/// An `etcd-client` connected to `etcd`.
+pub async fn connect(etcd: &FakeEtcd) -> Client {
+    Client::connect([etcd.endpoint()], None).await.unwrap()
+}
+
+/// The gRPC status inside an `etcd-client` error.
+pub fn status_of(err: etcd_client::Error) -> tonic::Status {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => status,
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
