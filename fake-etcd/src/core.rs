@@ -136,16 +136,13 @@ impl Core {
     }
 
     /// Expires every lease whose deadline is at or before `now`, soonest
-    /// first, each as a revoke. Returns how many expired.
-    pub(crate) fn expire_due(&mut self, now: Duration) -> usize {
-        let mut expired = 0;
+    /// first, each as a revoke.
+    fn expire_due(&mut self, now: Duration) {
         while let Some(lease) = self.lessor.pop_expired(now) {
             // etcd expires a lease by proposing a revoke through raft.
             self.record_raft_entry();
             self.delete_lease_keys(lease.keys);
-            expired += 1;
         }
-        expired
     }
 
     fn delete_lease_keys(&mut self, keys: BTreeSet<bytes::Bytes>) {

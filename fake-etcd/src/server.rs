@@ -154,7 +154,10 @@ impl FakeEtcd {
     /// Expires a lease now, as etcd does when its TTL lapses: its keys are
     /// deleted in one revision. Returns `false` if there is no such lease.
     pub fn expire_lease(&self, id: i64) -> bool {
-        self.shared.lock().revoke(id).is_ok()
+        let mut core = self.shared.lock();
+        // As an expiry in etcd: a revoke proposed through raft.
+        core.record_raft_entry();
+        core.revoke(id).is_ok()
     }
 
     /// A lease's state, for assertions; `None` if it does not exist.
