@@ -59,3 +59,24 @@ async fn a_death_in_a_watch_gap_is_seen_only_by_replacing() {
         .unwrap_err();
     assert!(failure.contains("resolver"), "{failure}");
 }
+
+/// Found by the property in CI: the registrar saw its key deleted, but the
+/// put that should have restored it failed (an injected timeout), and the
+/// failure was ignored while the watch stayed quiet: the key stayed gone.
+#[tokio::test(start_paused = true)]
+async fn regression_a_failed_restore_is_retried() {
+    use conformance::discovery_properties::{check_schedule, Step, Variant};
+    if !conformance::Target::current().is_fake() {
+        return;
+    }
+    let schedule = vec![
+        Step::Start(0),
+        Step::Wait(1),
+        Step::DeleteKey(0),
+        Step::Errors(1),
+        Step::DeleteKey(0),
+    ];
+    check_schedule(schedule, 1795325971919158188, Variant::Correct)
+        .await
+        .unwrap();
+}

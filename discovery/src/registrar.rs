@@ -493,6 +493,11 @@ impl Task {
                                 if err.is_lease_not_found() {
                                     return Outcome::Lost("lease not found".into());
                                 }
+                                // The watch has nothing more to say about a
+                                // key that stays deleted: drop it, so the key
+                                // is checked (and put back) again shortly.
+                                tracing::warn!(key = %self.key, %err, "could not put the registration back; retrying");
+                                own_key = None;
                             }
                         }
                         OwnKey::StreamEnded => {
