@@ -200,6 +200,8 @@ pub(crate) struct Shared {
     pub(crate) watch_sync: Notify,
     /// Injected errors, delays, and the connection switches.
     pub(crate) faults: Arc<FaultState>,
+    /// Where in-process connections arrive.
+    pub(crate) in_process: crate::net::InProcessListener,
     core: Mutex<Core>,
 }
 
@@ -217,6 +219,7 @@ impl Shared {
             expiry_wakeup: Notify::new(),
             watch_sync: Notify::new(),
             faults: Arc::new(FaultState::new(seed)),
+            in_process: crate::net::InProcessListener::default(),
             core,
         }
     }

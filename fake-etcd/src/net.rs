@@ -10,22 +10,31 @@
 //! [`Connection`] that fails its I/O once its token is cancelled, and stops
 //! reading and writing while the member is paused.
 //!
+//! Besides its TCP listener, each incarnation accepts in-process
+//! connections: [`InProcessListener`] hands it one end of an in-memory
+//! duplex pipe per connection (see [`FakeEtcd::in_process_channel`]). They
+//! go through the same [`Connection`] wrapper, so every fault applies to
+//! them as to sockets.
+//!
 //! [`FakeEtcd`]: crate::FakeEtcd
+//! [`FakeEtcd::in_process_channel`]: crate::FakeEtcd::in_process_channel
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use etcd_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::either::Either;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
@@ -59,15 +68,23 @@ pub(crate) async fn serve_grpc(
         .await;
 
     shared.faults.new_generation(&incarnation);
-    let connections = {
+    let sockets = {
         let shared = Arc::clone(&shared);
         TcpListenerStream::new(listener).map(move |stream| {
             let stream = stream?;
             // Small requests and responses must not wait for Nagle's delay.
             stream.set_nodelay(true)?;
-            Ok::<_, io::Error>(Connection::new(stream, &shared))
+            Ok::<_, io::Error>(Connection::new(Either::Left(stream), &shared))
         })
     };
+    let pipes = {
+        let shared = Arc::clone(&shared);
+        shared
+            .in_process
+            .listen()
+            .map(move |pipe| Ok(Connection::new(Either::Right(pipe), &shared)))
+    };
+    let connections = sockets.merge(pipes);
 
     Server::builder()
         .layer(GrpcGoLimitErrors)
@@ -154,10 +171,46 @@ async fn run_timers_on_time(shared: Arc<Shared>, member: CancellationToken) {
     }
 }
 
-/// A client connection: breaks when its generation is dropped, stalls while
-/// the member is paused.
+/// How big an in-process pipe's buffer is, each way: a writer waits when it
+/// is full, as on a socket.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// The in-process counterpart of the TCP listener: the incarnation now
+/// serving takes the server ends of in-memory pipes from it. Between
+/// incarnations (during a restart) a connection is refused, as a closed
+/// port refuses one.
+#[derive(Debug, Default)]
+pub(crate) struct InProcessListener {
+    serving: Mutex<Option<mpsc::UnboundedSender<DuplexStream>>>,
+}
+
+impl InProcessListener {
+    /// Starts taking connections for a new incarnation (the previous one's
+    /// stream ends when the incarnation drops it).
+    fn listen(&self) -> UnboundedReceiverStream<DuplexStream> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        UnboundedReceiverStream::new(receiver)
+    }
+
+    /// Opens a connection: the client's end of a fresh pipe.
+    pub(crate) fn connect(&self) -> io::Result<DuplexStream> {
+        let (client, server) = tokio::io::duplex(PIPE_BUFFER);
+        let serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        match serving.as_ref().map(|incarnation| incarnation.send(server)) {
+            Some(Ok(())) => Ok(client),
+            _ => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "fake-etcd is not serving",
+            )),
+        }
+    }
+}
+
+/// A client connection (a socket or an in-process pipe): breaks when its
+/// generation is dropped, stalls while the member is paused.
 struct Connection {
-    stream: TcpStream,
+    stream: Either<TcpStream, DuplexStream>,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     pause_switch: WatchStream<bool>,
     paused: bool,
@@ -173,7 +226,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, shared: &Shared) -> Self {
+    fn new(stream: Either<TcpStream, DuplexStream>, shared: &Shared) -> Self {
         Self {
             stream,
             closed: Box::pin(shared.faults.connection_token().cancelled_owned()),
@@ -215,7 +268,13 @@ macro_rules! ready_open {
 impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        match &self.stream {
+            Either::Left(socket) => socket.connect_info(),
+            Either::Right(_) => TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
+        }
     }
 }
 

@@ -85,6 +85,46 @@ impl FakeEtcd {
         self.addr
     }
 
+    /// A channel to this member with no socket under it: each connection is
+    /// an in-memory pipe, so calls skip the kernel's TCP stack. Faults
+    /// (dropped connections, pauses, restarts, injected errors) apply to it
+    /// as to TCP connections: a dropped connection is reopened on the next
+    /// call, as a socket would be.
+    ///
+    /// With etcd-client (feature `raw-channel`):
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let etcd = fake_etcd::FakeEtcd::start().await?;
+    /// let channel = etcd_client::Channel::Tonic(etcd.in_process_channel());
+    /// let mut client = etcd_client::Client::from_channel(channel, None).await?;
+    ///
+    /// client.put("greeting", "hello", None).await?;
+    /// assert_eq!(client.get("greeting", None).await?.kvs()[0].value(), b"hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Programs in other languages, and clients that must see a real
+    /// socket (a TCP proxy such as [`Bridge`](crate::Bridge) in between),
+    /// use [`FakeEtcd::endpoint`].
+    pub fn in_process_channel(&self) -> tonic::transport::Channel {
+        let shared = Arc::downgrade(&self.shared);
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let pipe = match shared.upgrade() {
+                Some(shared) => shared.in_process.connect(),
+                None => Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "fake-etcd was dropped",
+                )),
+            };
+            std::future::ready(pipe.map(hyper_util::rt::TokioIo::new))
+        });
+        tonic::transport::Endpoint::from_static("http://fake-etcd.in-process")
+            .connect_with_connector_lazy(connector)
+    }
+
     /// The current revision of the store.
     pub fn revision(&self) -> i64 {
         self.shared.lock().store.revision()

@@ -17,3 +17,9 @@ pub fn status_of(err: etcd_client::Error) -> tonic::Status {
         other => panic!("expected a gRPC status, got {other:?}"),
     }
 }
+
+/// An `etcd-client` on `etcd`'s in-process channel (no socket).
+pub async fn connect_in_process(etcd: &FakeEtcd) -> Client {
+    let channel = etcd_client::Channel::Tonic(etcd.in_process_channel());
+    Client::from_channel(channel, None).await.unwrap()
+}
