@@ -1,28 +1,45 @@
 //! Property tests of the `discovery` registrar and resolver: random
 //! schedules of instances starting and stopping, time passing, partitions,
 //! dropped connections, restarts, watch gaps with compaction, out-of-band
-//! deletes and injected errors. After each schedule heals and settles,
-//! every resolver must agree with the live registrations.
+//! deletes and injected errors. While a schedule runs, every snapshot a
+//! resolver publishes must be a state etcd really held; once the schedule
+//! heals, everything must converge within a bound, and stay converged.
 //!
-//! Runs on the fake, in paused tokio time shared by the fake's leases and
-//! the registrar's timers, so a case of minutes of etcd time takes
-//! milliseconds and replays from its seed ([`crate::properties::SEED_VAR`]).
+//! # Two targets
+//!
+//! On the fake ([`Profile::fake`]) the clients use its in-process channel
+//! and the whole case runs in paused tokio time, shared by the fake's
+//! leases and the registrar's timers: minutes of etcd time take
+//! milliseconds, and a case replays exactly from its seed
+//! ([`crate::properties::SEED_VAR`]).
+//!
+//! On a real etcd ([`Profile::real`]) time is real, TTLs are short, and
+//! faults go through two [`Bridge`]s, one in front of the registrars and
+//! one in front of the resolvers; out-of-band writes and compaction use a
+//! third, direct client. Restarts and injected errors exist only on the
+//! fake, so the real profile leaves them out (and says so).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use discovery::{Registrar, Registration, Resolver};
+use discovery::{Registrar, Registration, Resolver, Snapshot};
 use etcd_client::{Client, GetOptions};
-use fake_etcd::{errors, FakeEtcd, Rpc, TimeSource};
+use fake_etcd::{errors, Bridge, FakeEtcd, Rpc, TimeSource};
 use proptest::prelude::*;
+use proptest::strategy::Union;
 use proptest::test_runner::TestCaseError;
+use tokio::time::Instant;
 
-const SERVICE: &str = "svc";
+use crate::Target;
+
 const INSTANCES: u8 = 3;
-const TTL: i64 = 6;
+const RESOLVERS: u64 = 2;
 
-/// One step of a schedule.
-#[derive(Debug, Clone)]
+/// One step of a schedule. Its `Debug` form reads as a sentence, so a
+/// shrunk schedule can be read at a glance.
+#[derive(Clone)]
 pub enum Step {
     /// Start instance `i` (if it is not running).
     Start(u8),
@@ -32,50 +49,152 @@ pub enum Step {
     Kill(u8),
     /// Let this many seconds pass.
     Wait(u8),
-    /// Partition the member for this many seconds, then heal.
+    /// Partition every client from etcd for this many seconds, then heal.
     Partition(u8),
     /// Break every connection.
     DropConnections,
-    /// Restart the member.
+    /// Restart the member (fake only).
     Restart,
-    /// Keep watchers away for a TTL while an instance's key is deleted and
-    /// history is compacted: a watch gap.
+    /// Keep the watchers away for a TTL while instance `i`'s key is deleted
+    /// and history is compacted: a watch gap.
     CompactGap(u8),
-    /// Instance `i` dies while watchers are kept away; its lease expires and
-    /// history is compacted before they return.
+    /// Instance `i` dies while the watchers are kept away; its lease
+    /// expires and history is compacted before they return.
     DieInGap(u8),
     /// Delete instance `i`'s key behind its back.
     DeleteKey(u8),
-    /// Fail the next few calls of every RPC.
+    /// Fail the next few calls of every RPC (fake only).
     Errors(u8),
     /// Change instance `i`'s weight.
     Metadata(u8, u8),
 }
 
-/// Schedules of up to `max` steps.
-pub fn schedule(max: usize) -> impl Strategy<Value = Vec<Step>> {
-    let step = prop_oneof![
-        4 => (0..INSTANCES).prop_map(Step::Start),
-        1 => (0..INSTANCES).prop_map(Step::Stop),
-        1 => (0..INSTANCES).prop_map(Step::Kill),
-        3 => (1..20u8).prop_map(Step::Wait),
-        1 => (1..15u8).prop_map(Step::Partition),
-        1 => Just(Step::DropConnections),
-        1 => Just(Step::Restart),
-        1 => (0..INSTANCES).prop_map(Step::CompactGap),
-        1 => (0..INSTANCES).prop_map(Step::DieInGap),
-        1 => (0..INSTANCES).prop_map(Step::DeleteKey),
-        1 => (1..4u8).prop_map(Step::Errors),
-        1 => (0..INSTANCES, 1..9u8).prop_map(|(i, w)| Step::Metadata(i, w)),
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Start(i) => write!(f, "start instance {i}"),
+            Self::Stop(i) => write!(f, "deregister instance {i}"),
+            Self::Kill(i) => write!(f, "kill instance {i}"),
+            Self::Wait(s) => write!(f, "wait {s}s"),
+            Self::Partition(s) => write!(f, "partition for {s}s"),
+            Self::DropConnections => write!(f, "drop connections"),
+            Self::Restart => write!(f, "restart etcd"),
+            Self::CompactGap(i) => write!(f, "watch gap: delete instance {i}'s key, compact"),
+            Self::DieInGap(i) => write!(f, "watch gap: instance {i} dies, compact"),
+            Self::DeleteKey(i) => write!(f, "delete instance {i}'s key"),
+            Self::Errors(n) => write!(f, "fail the next {n} calls"),
+            Self::Metadata(i, w) => write!(f, "set instance {i}'s weight to {w}"),
+        }
+    }
+}
+
+/// What a target allows and how long things take there.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    /// The registrations' TTL, in seconds.
+    pub ttl: i64,
+    /// The longest backoff of registrars and resolvers.
+    pub backoff_max: Duration,
+    /// The longest wait or partition step, in seconds.
+    pub max_pause: u8,
+    /// The longest schedule.
+    pub max_steps: usize,
+    /// Beyond the TTL and the longest backoff, how long after healing
+    /// convergence may take: the round trips of a re-registration and a
+    /// re-list (nothing on the fake; real etcd checks lease expiry only
+    /// every 500 ms).
+    pub slack: Duration,
+    /// Whether the target is the fake (restarts and injected errors exist
+    /// only there).
+    pub fake: bool,
+}
+
+impl Profile {
+    /// The fake, in virtual time: long TTLs cost nothing.
+    pub fn fake() -> Self {
+        Self {
+            ttl: 6,
+            backoff_max: Duration::from_secs(2),
+            max_pause: 20,
+            max_steps: 16,
+            slack: Duration::from_secs(1),
+            fake: true,
+        }
+    }
+
+    /// A real etcd: every second is a real one, so TTLs are short (etcd's
+    /// minimum is 2 s) and schedules few and brief.
+    pub fn real() -> Self {
+        Self {
+            ttl: 3,
+            backoff_max: Duration::from_secs(1),
+            max_pause: 6,
+            max_steps: 6,
+            slack: Duration::from_secs(3),
+            fake: false,
+        }
+    }
+
+    /// The profile for [`Target::current`].
+    pub fn current() -> Self {
+        if Target::current().is_fake() {
+            Self::fake()
+        } else {
+            Self::real()
+        }
+    }
+
+    /// After the last fault is lifted, the bound on convergence: a call
+    /// hung by the fault may take up to a TTL to give up, then a backoff,
+    /// then the round trips.
+    pub fn recovery_bound(&self) -> Duration {
+        Duration::from_secs(self.ttl as u64) + self.backoff_max + self.slack
+    }
+
+    /// The steps this profile never generates.
+    pub fn left_out(&self) -> &'static [&'static str] {
+        if self.fake {
+            &[]
+        } else {
+            &["restart etcd", "fail the next calls"]
+        }
+    }
+}
+
+/// Schedules of up to `profile.max_steps` steps.
+pub fn schedule(profile: Profile) -> impl Strategy<Value = Vec<Step>> {
+    let instance = || 0..INSTANCES;
+    let pause = 1..=profile.max_pause;
+    let mut steps: Vec<(u32, BoxedStrategy<Step>)> = vec![
+        (4, instance().prop_map(Step::Start).boxed()),
+        (1, instance().prop_map(Step::Stop).boxed()),
+        (1, instance().prop_map(Step::Kill).boxed()),
+        (3, pause.clone().prop_map(Step::Wait).boxed()),
+        (1, pause.prop_map(Step::Partition).boxed()),
+        (1, Just(Step::DropConnections).boxed()),
+        (1, instance().prop_map(Step::CompactGap).boxed()),
+        (1, instance().prop_map(Step::DieInGap).boxed()),
+        (1, instance().prop_map(Step::DeleteKey).boxed()),
+        (
+            1,
+            (instance(), 1..9u8)
+                .prop_map(|(i, w)| Step::Metadata(i, w))
+                .boxed(),
+        ),
     ];
-    proptest::collection::vec(step, 1..max)
+    if profile.fake {
+        steps.push((1, Just(Step::Restart).boxed()));
+        steps.push((1, (1..4u8).prop_map(Step::Errors).boxed()));
+    }
+    proptest::collection::vec(Union::new_weighted(steps), 1..=profile.max_steps)
 }
 
 fn addr(i: u8) -> String {
     format!("10.0.0.{}:50051", i + 1)
 }
 
-/// Runs `cases` random schedules against the fake.
+/// Runs `cases` random schedules against [`Target::current`] (on a real
+/// etcd, `cases` is what the caller chose for it: each case takes seconds).
 ///
 /// # Panics
 ///
@@ -94,23 +213,35 @@ pub enum Variant {
     /// One that merges on re-listing instead of replacing (a known bug
     /// class), to show the property catches it.
     MergesOnRelist,
+    /// One that empties its snapshot on errors (another known bug class),
+    /// to show the property catches flapping to an empty set.
+    ClearsOnError,
 }
 
-/// Runs the property; `Err` holds the shrunk failing schedule and the seed.
+/// Runs the property against [`Target::current`]; `Err` holds the shrunk
+/// failing schedule and the seed.
 ///
 /// # Errors
 ///
 /// When a schedule breaks a property.
 pub fn run_property(cases: u32, variant: Variant) -> Result<(), String> {
+    let profile = Profile::current();
+    if !profile.left_out().is_empty() {
+        eprintln!(
+            "discovery property on a real etcd: left out (fake only): {}",
+            profile.left_out().join(", ")
+        );
+    }
     let (mut runner, seed) = crate::properties::seeded_runner(cases);
-    let result = runner.run(&schedule(16), |steps| {
+    let result = runner.run(&schedule(profile), |steps| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .start_paused(true)
+            .start_paused(profile.fake)
             .build()
             .expect("runtime");
         runtime
-            .block_on(check(steps, seed, variant))
+            .block_on(check(steps, seed, variant, profile))
+            .map(drop)
             .map_err(TestCaseError::fail)
     });
     result.map_err(|failure| {
@@ -121,183 +252,548 @@ pub fn run_property(cases: u32, variant: Variant) -> Result<(), String> {
     })
 }
 
-/// Runs one schedule and checks the properties (for regression tests of
-/// schedules the property once shrank to).
+/// Runs one schedule against [`Target::current`] and checks the properties
+/// (for regression tests of schedules the property once shrank to).
+/// Against the fake it must run in paused tokio time.
 ///
 /// # Errors
 ///
 /// When the schedule breaks a property.
 pub async fn check_schedule(steps: Vec<Step>, seed: u64, variant: Variant) -> Result<(), String> {
-    check(steps, seed, variant).await
+    check(steps, seed, variant, Profile::current())
+        .await
+        .map(drop)
 }
 
+/// Runs one schedule on the fake (in paused tokio time) and returns its
+/// trace: every step and every snapshot a resolver published, each with
+/// its virtual time. The same schedule and seed give the same trace.
+///
+/// # Errors
+///
+/// When the schedule breaks a property.
+pub async fn trace_schedule(steps: Vec<Step>, seed: u64) -> Result<Vec<String>, String> {
+    check(steps, seed, Variant::Correct, Profile::fake()).await
+}
+
+/// The etcd the case runs against, and how faults reach it.
+enum Backend {
+    Fake(Arc<FakeEtcd>),
+    Real {
+        /// In front of the registrars.
+        registrars: Bridge,
+        /// In front of the resolvers.
+        resolvers: Bridge,
+    },
+}
+
+/// What a case holds: the backend, its clients, and the model of which
+/// instances should be registered.
 struct World {
-    etcd: FakeEtcd,
-    client: Client,
+    backend: Backend,
+    profile: Profile,
+    service: String,
+    seed: u64,
+    /// The registrars' client.
+    registrar_client: Client,
+    /// Out-of-band writes and compaction.
+    admin: Client,
+    /// What etcd holds, past every fault.
+    reader: Reader,
     running: BTreeMap<u8, Registration>,
-    /// Killed instances: their keys must be gone once their TTL has passed.
-    killed: BTreeSet<u8>,
+    trace: Trace,
 }
 
-impl World {
-    async fn start(&mut self, i: u8, seed: u64) {
-        if self.running.contains_key(&i) {
-            return;
-        }
-        self.killed.remove(&i);
-        let registration = Registrar::builder(self.client.clone(), SERVICE, addr(i))
-            .ttl(TTL)
-            .seed(seed ^ u64::from(i))
-            .backoff(Duration::from_millis(100), Duration::from_secs(2))
-            .start();
-        self.running.insert(i, registration);
+/// Reads what etcd holds, past every fault: the fake's store directly, a
+/// real etcd through the direct client.
+#[derive(Clone)]
+struct Reader {
+    prefix: String,
+    etcd: ReadFrom,
+}
+
+#[derive(Clone)]
+enum ReadFrom {
+    Fake(Arc<FakeEtcd>),
+    Real(Box<Client>),
+}
+
+impl Reader {
+    /// The instances registered at `revision` (0: now), or `None` if it is
+    /// compacted.
+    async fn registered_at(&self, revision: i64) -> Option<Vec<String>> {
+        let keys: Vec<Vec<u8>> = match &self.etcd {
+            ReadFrom::Fake(etcd) => etcd
+                .read_prefix(&self.prefix, revision)?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect(),
+            ReadFrom::Real(client) => client
+                .clone()
+                .get(
+                    self.prefix.as_str(),
+                    Some(GetOptions::new().with_prefix().with_revision(revision)),
+                )
+                .await
+                .ok()?
+                .kvs()
+                .iter()
+                .map(|kv| kv.key().to_vec())
+                .collect(),
+        };
+        Some(
+            keys.iter()
+                .map(|k| String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned())
+                .collect(),
+        )
     }
 }
 
-async fn check(steps: Vec<Step>, seed: u64, variant: Variant) -> Result<(), String> {
-    let etcd = FakeEtcd::builder()
-        .time(TimeSource::Tokio)
-        .seed(seed)
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
-    let client = Client::connect([etcd.endpoint()], None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let resolvers: Vec<Resolver> = (0..2)
-        .map(|r| {
-            let builder = Resolver::builder(client.clone(), SERVICE)
-                .seed(seed.wrapping_add(100 + r))
-                .backoff(Duration::from_millis(50), Duration::from_secs(2));
-            match variant {
-                Variant::Correct => builder.start(),
-                Variant::MergesOnRelist => builder.broken_merge_on_relist().start(),
-            }
-        })
-        .collect();
-    let mut world = World {
-        etcd,
-        client,
-        running: BTreeMap::new(),
-        killed: BTreeSet::new(),
-    };
+/// The case's log, shared with the resolver monitors.
+#[derive(Clone)]
+struct Trace {
+    start: Instant,
+    lines: Arc<Mutex<Vec<String>>>,
+}
 
-    for step in &steps {
+impl Trace {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            lines: Arc::default(),
+        }
+    }
+
+    fn record(&self, line: impl std::fmt::Display) {
+        let at = self.start.elapsed().as_millis();
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{at:>7} ms  {line}"));
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Distinguishes cases on a shared real etcd.
+static CASE: AtomicU64 = AtomicU64::new(0);
+
+async fn connect_world(seed: u64, profile: Profile) -> Result<(World, Client), String> {
+    let target = Target::current();
+    if profile.fake {
+        let etcd = FakeEtcd::builder()
+            .time(TimeSource::Tokio)
+            .seed(seed)
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        let connect = || async {
+            let channel = etcd_client::Channel::Tonic(etcd.in_process_channel());
+            Client::from_channel(channel, None)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let registrar_client = connect().await?;
+        let resolver_client = connect().await?;
+        let admin = connect().await?;
+        let etcd = Arc::new(etcd);
+        let world = World {
+            reader: Reader {
+                prefix: "svc/".to_owned(),
+                etcd: ReadFrom::Fake(Arc::clone(&etcd)),
+            },
+            backend: Backend::Fake(etcd),
+            profile,
+            service: "svc".to_owned(),
+            seed,
+            registrar_client,
+            admin,
+            running: BTreeMap::new(),
+            trace: Trace::new(),
+        };
+        return Ok((world, resolver_client));
+    }
+    let endpoint = match target {
+        Target::Real(endpoints) => endpoints[0].as_str(),
+        Target::Fake => return Err("the real profile needs a real etcd".to_owned()),
+    };
+    let upstream = tokio::net::lookup_host(endpoint.trim_start_matches("http://"))
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{endpoint}: no address"))?;
+    let registrars = Bridge::start(upstream).await.map_err(|e| e.to_string())?;
+    let resolvers = Bridge::start(upstream).await.map_err(|e| e.to_string())?;
+    let connect = |endpoint: String| async move {
+        Client::connect([endpoint], None)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let registrar_client = connect(registrars.endpoint()).await?;
+    let resolver_client = connect(resolvers.endpoint()).await?;
+    let admin = connect(endpoint.to_owned()).await?;
+    let case = CASE.fetch_add(1, Ordering::Relaxed);
+    let service = format!("conformance-discovery-{seed}-{case}");
+    let world = World {
+        reader: Reader {
+            prefix: format!("{service}/"),
+            etcd: ReadFrom::Real(Box::new(admin.clone())),
+        },
+        backend: Backend::Real {
+            registrars,
+            resolvers,
+        },
+        profile,
+        service,
+        seed,
+        registrar_client,
+        admin,
+        running: BTreeMap::new(),
+        trace: Trace::new(),
+    };
+    Ok((world, resolver_client))
+}
+
+impl World {
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(self.profile.ttl as u64)
+    }
+
+    fn key(&self, i: u8) -> String {
+        format!("{}/{}", self.service, addr(i))
+    }
+
+    fn start(&mut self, i: u8) {
+        if self.running.contains_key(&i) {
+            return;
+        }
+        let registration =
+            Registrar::builder(self.registrar_client.clone(), &self.service, addr(i))
+                .ttl(self.profile.ttl)
+                .seed(self.seed ^ u64::from(i))
+                .backoff(Duration::from_millis(100), self.profile.backoff_max)
+                .start();
+        self.running.insert(i, registration);
+    }
+
+    /// Every client loses etcd for `seconds`.
+    async fn partition(&self, seconds: u8) {
+        match &self.backend {
+            Backend::Fake(etcd) => etcd.pause(),
+            Backend::Real {
+                registrars,
+                resolvers,
+            } => {
+                registrars.pause();
+                resolvers.pause();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+        self.heal();
+    }
+
+    fn drop_connections(&self) {
+        match &self.backend {
+            Backend::Fake(etcd) => etcd.drop_connections(),
+            Backend::Real {
+                registrars,
+                resolvers,
+            } => {
+                registrars.drop_connections();
+                resolvers.drop_connections();
+            }
+        }
+    }
+
+    /// No watch can be opened until [`World::heal`]; open ones end. On the
+    /// fake every watch fails (the registrars' own-key watches too); on a
+    /// real etcd the resolvers' connections break and new ones hang.
+    fn start_watch_outage(&self) {
+        match &self.backend {
+            Backend::Fake(etcd) => {
+                etcd.fail_always(Rpc::Watch, errors::no_leader());
+                etcd.end_watch_streams(errors::leader_changed());
+            }
+            Backend::Real { resolvers, .. } => {
+                resolvers.pause();
+                resolvers.drop_connections();
+            }
+        }
+    }
+
+    /// Lifts every fault.
+    fn heal(&self) {
+        match &self.backend {
+            Backend::Fake(etcd) => {
+                etcd.clear_faults();
+                etcd.resume();
+            }
+            Backend::Real {
+                registrars,
+                resolvers,
+            } => {
+                registrars.resume();
+                resolvers.resume();
+            }
+        }
+    }
+
+    /// Compacts all history up to now.
+    async fn compact(&self) -> Result<(), String> {
+        match &self.backend {
+            Backend::Fake(etcd) => {
+                etcd.compact(etcd.revision());
+                Ok(())
+            }
+            Backend::Real { .. } => {
+                let mut admin = self.admin.clone();
+                let now = admin
+                    .get(self.service.as_str(), None)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .header()
+                    .map_or(0, |h| h.revision());
+                admin
+                    .compact(now, None)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn delete_key(&self, i: u8) {
+        // Under injected errors this may fail, like any client's call.
+        let _ = self.admin.clone().delete(self.key(i), None).await;
+    }
+
+    async fn apply(&mut self, step: &Step) -> Result<(), String> {
         match *step {
-            Step::Start(i) => world.start(i, seed).await,
+            Step::Start(i) => self.start(i),
             Step::Stop(i) => {
-                if let Some(registration) = world.running.remove(&i) {
+                if let Some(registration) = self.running.remove(&i) {
                     // During an outage a deregister may fail; the key then
                     // goes with its lease, like a killed instance's.
-                    if registration.deregister().await.is_err() {
-                        world.killed.insert(i);
-                    }
+                    let _ = registration.deregister().await;
                 }
             }
             Step::Kill(i) => {
-                if world.running.remove(&i).is_some() {
-                    world.killed.insert(i);
-                }
+                self.running.remove(&i);
             }
             Step::Wait(s) => tokio::time::sleep(Duration::from_secs(u64::from(s))).await,
-            Step::Partition(s) => {
-                world.etcd.pause();
-                world.etcd.advance(Duration::from_secs(u64::from(s))).await;
-                world.etcd.resume();
+            Step::Partition(s) => self.partition(s).await,
+            Step::DropConnections => self.drop_connections(),
+            Step::Restart => {
+                if let Backend::Fake(etcd) = &self.backend {
+                    etcd.restart().await.map_err(|e| e.to_string())?;
+                }
             }
-            Step::DropConnections => world.etcd.drop_connections(),
-            Step::Restart => world.etcd.restart().await.map_err(|e| e.to_string())?,
             Step::CompactGap(i) => {
-                world.etcd.fail_always(Rpc::Watch, errors::no_leader());
-                world.etcd.end_watch_streams(errors::leader_changed());
+                self.start_watch_outage();
                 // Long enough for killed instances' leases to expire unseen.
-                tokio::time::sleep(Duration::from_secs(TTL as u64 + 1)).await;
-                let _ = world
-                    .client
-                    .clone()
-                    .delete(format!("{SERVICE}/{}", addr(i)), None)
-                    .await;
-                world.etcd.compact(world.etcd.revision());
+                tokio::time::sleep(self.ttl() + Duration::from_secs(1)).await;
+                self.delete_key(i).await;
+                self.compact().await?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                world.etcd.clear_faults();
+                self.heal();
             }
             Step::DieInGap(i) => {
-                world.etcd.fail_always(Rpc::Watch, errors::no_leader());
-                world.etcd.end_watch_streams(errors::leader_changed());
-                if world.running.remove(&i).is_some() {
-                    world.killed.insert(i);
-                }
-                tokio::time::sleep(Duration::from_secs(TTL as u64 + 1)).await;
-                world.etcd.compact(world.etcd.revision());
-                world.etcd.clear_faults();
+                self.start_watch_outage();
+                self.running.remove(&i);
+                tokio::time::sleep(self.ttl() + Duration::from_secs(1)).await;
+                self.compact().await?;
+                self.heal();
             }
-            Step::DeleteKey(i) => {
-                let _ = world
-                    .client
-                    .clone()
-                    .delete(format!("{SERVICE}/{}", addr(i)), None)
-                    .await;
-            }
+            Step::DeleteKey(i) => self.delete_key(i).await,
             Step::Errors(n) => {
-                world
-                    .etcd
-                    .fail_next(Rpc::Any, usize::from(n), errors::request_timed_out())
+                if let Backend::Fake(etcd) = &self.backend {
+                    etcd.fail_next(Rpc::Any, usize::from(n), errors::request_timed_out());
+                }
             }
             Step::Metadata(i, w) => {
-                if let Some(registration) = world.running.get(&i) {
+                if let Some(registration) = self.running.get(&i) {
                     let _ = registration
                         .update_metadata(serde_json::json!({ "weight": w }))
                         .await;
                 }
             }
         }
+        Ok(())
     }
 
-    // Heal and settle: no faults, then more than a TTL plus the longest
-    // backoff of virtual time.
-    world.etcd.clear_faults();
-    world.etcd.resume();
-    tokio::time::sleep(Duration::from_secs(TTL as u64 * 2 + 5)).await;
+    fn live(&self) -> BTreeSet<String> {
+        self.running.keys().map(|i| addr(*i)).collect()
+    }
 
-    let live: BTreeSet<String> = world.running.keys().map(|i| addr(*i)).collect();
-    for (i, registration) in &world.running {
-        if !registration.state().is_live() {
-            return Err(format!(
-                "instance {i} not live after healing: {:?}",
-                registration.state()
+    /// What keeps the world from having converged, if anything: every
+    /// running registrar live, etcd holding one key per running instance
+    /// and no other, every resolver seeing exactly those, and not stale.
+    async fn divergence(&self, resolvers: &[Resolver]) -> Option<String> {
+        let live = self.live();
+        for (i, registration) in &self.running {
+            if !registration.state().is_live() {
+                return Some(format!(
+                    "instance {i} is not live: {:?}",
+                    registration.state()
+                ));
+            }
+        }
+        let Some(registered) = self.reader.registered_at(0).await else {
+            return Some("etcd cannot be read".to_owned());
+        };
+        let distinct: BTreeSet<String> = registered.iter().cloned().collect();
+        if distinct.len() != registered.len() || distinct != live {
+            return Some(format!(
+                "etcd holds {registered:?}, live instances are {live:?}"
             ));
         }
+        for (r, resolver) in resolvers.iter().enumerate() {
+            let snapshot = resolver.snapshot();
+            let seen: BTreeSet<String> = snapshot.addrs().into_iter().map(str::to_owned).collect();
+            if seen != live || snapshot.stale || snapshot.endpoints.len() != seen.len() {
+                return Some(format!(
+                    "resolver {r} sees {snapshot:?}, live instances are {live:?}"
+                ));
+            }
+        }
+        None
     }
-    let stored = world
-        .client
-        .clone()
-        .get(format!("{SERVICE}/"), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let keys: Vec<String> = stored
-        .kvs()
-        .iter()
-        .map(|kv| kv.key_str().unwrap_or("").to_owned())
-        .collect();
-    let stored_addrs: BTreeSet<String> = keys
-        .iter()
-        .map(|k| k.trim_start_matches(&format!("{SERVICE}/")).to_owned())
-        .collect();
-    if stored_addrs.len() != keys.len() || stored_addrs != live {
-        return Err(format!("etcd holds {keys:?}, live instances are {live:?}"));
-    }
-    for (r, resolver) in resolvers.iter().enumerate() {
-        let snapshot = resolver.snapshot();
-        let seen: BTreeSet<String> = snapshot
-            .endpoints
-            .values()
-            .map(|e| e.addr.clone())
-            .collect();
-        if seen != live || snapshot.stale || snapshot.endpoints.len() != seen.len() {
-            return Err(format!(
-                "resolver {r} sees {snapshot:?}, live instances are {live:?}"
+}
+
+/// Follows one resolver's published snapshots, recording each and
+/// checking it against what etcd held at its revision: a resolver must
+/// never publish a set etcd did not hold (an empty set after an error, a
+/// deleted instance kept after a re-list). Returns the first violation.
+async fn monitor(
+    reader: Reader,
+    r: usize,
+    mut snapshots: tokio::sync::watch::Receiver<Snapshot>,
+    trace: Trace,
+) -> Option<String> {
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        if snapshot.synced && snapshot.revision > 0 {
+            let seen: Vec<String> = snapshot.addrs().into_iter().map(str::to_owned).collect();
+            trace.record(format_args!(
+                "resolver {r} at revision {}: {seen:?}{}",
+                snapshot.revision,
+                if snapshot.stale { " (stale)" } else { "" }
             ));
+            // A compacted revision cannot be checked; later ones will be.
+            if let Some(held) = reader.registered_at(snapshot.revision).await {
+                if held != seen {
+                    return Some(format!(
+                        "resolver {r} published {seen:?} at revision {}, when etcd held {held:?}",
+                        snapshot.revision
+                    ));
+                }
+            }
+        }
+        if snapshots.changed().await.is_err() {
+            return None;
         }
     }
-    Ok(())
+}
+
+async fn check(
+    steps: Vec<Step>,
+    seed: u64,
+    variant: Variant,
+    profile: Profile,
+) -> Result<Vec<String>, String> {
+    let (mut world, resolver_client) = connect_world(seed, profile).await?;
+    let trace = world.trace.clone();
+    let service = world.service.clone();
+    let resolvers: Vec<Resolver> = (0..RESOLVERS)
+        .map(|r| {
+            let builder = Resolver::builder(resolver_client.clone(), service.as_str())
+                .seed(seed.wrapping_add(100 + r))
+                .backoff(Duration::from_millis(50), profile.backoff_max);
+            match variant {
+                Variant::Correct => builder.start(),
+                Variant::MergesOnRelist => builder.broken_merge_on_relist().start(),
+                Variant::ClearsOnError => builder.broken_clear_on_error().start(),
+            }
+        })
+        .collect();
+    let monitors: Vec<_> = resolvers
+        .iter()
+        .enumerate()
+        .map(|(r, resolver)| {
+            tokio::spawn(monitor(
+                world.reader.clone(),
+                r,
+                resolver.subscribe(),
+                trace.clone(),
+            ))
+        })
+        .collect();
+    let finished_monitor = |monitors: &[tokio::task::JoinHandle<Option<String>>]| {
+        monitors.iter().any(|m| m.is_finished())
+    };
+
+    for step in &steps {
+        trace.record(format_args!("{step:?}"));
+        world.apply(step).await?;
+        if finished_monitor(&monitors) {
+            break;
+        }
+    }
+
+    // Heal; then everything must converge within the bound, and stay so.
+    let healed_at = Instant::now();
+    world.heal();
+    trace.record("healed");
+    let bound = profile.recovery_bound();
+    let converged = loop {
+        if finished_monitor(&monitors) {
+            break Err(String::new());
+        }
+        let divergence = world.divergence(&resolvers).await;
+        match divergence {
+            None => break Ok(()),
+            Some(why) if healed_at.elapsed() > bound => {
+                break Err(format!(
+                    "not converged {:?} after healing (bound: {bound:?}): {why}",
+                    healed_at.elapsed()
+                ))
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    if converged.is_ok() {
+        trace.record(format_args!(
+            "converged {} ms after healing",
+            healed_at.elapsed().as_millis()
+        ));
+        // Stay converged: no stale entry coming back, no late flapping.
+        tokio::time::sleep(Duration::from_secs(profile.ttl as u64 + 1)).await;
+    }
+    let stays = world.divergence(&resolvers).await;
+
+    drop(resolvers);
+    let mut published_wrong = None;
+    for monitor in monitors {
+        if monitor.is_finished() {
+            published_wrong = published_wrong.or(monitor.await.ok().flatten());
+        } else {
+            monitor.abort();
+        }
+    }
+    if !profile.fake {
+        // Leave nothing behind on a shared etcd.
+        for (_, registration) in world.running {
+            let _ = registration.deregister().await;
+        }
+    }
+    if let Some(failure) = published_wrong {
+        return Err(failure);
+    }
+    converged?;
+    if let Some(why) = stays {
+        return Err(format!("converged, then diverged: {why}"));
+    }
+    Ok(trace.lines())
 }

@@ -1,14 +1,43 @@
-//! The registrar and resolver under random schedules of faults, on the fake
-//! in virtual time: after each schedule heals, every resolver agrees with
-//! the live registrations, with no duplicate and no stale entry.
+//! The registrar and resolver under random schedules of faults: while a
+//! schedule runs, resolvers publish only states etcd held; after it heals,
+//! everything converges within a bound, with no duplicate and no stale
+//! entry. On the fake in virtual time (many cases), and on a real etcd
+//! with `ETCD_ENDPOINTS` (a few cases, real waits, faults through bridges).
 
 #[test]
 fn registrar_and_resolver_converge_after_random_faults() {
+    let cases = if conformance::Target::current().is_fake() {
+        256
+    } else {
+        3
+    };
+    conformance::discovery_properties::registrar_and_resolver_converge(cases);
+}
+
+/// With virtual time a schedule replays exactly: the same steps and seed
+/// give the same trace, to the millisecond and the revision.
+#[tokio::test(start_paused = true)]
+async fn a_schedule_replays_identically_from_its_seed() {
+    use conformance::discovery_properties::{trace_schedule, Step};
     if !conformance::Target::current().is_fake() {
-        eprintln!("skipped: needs the fake's faults and virtual time (ETCD_ENDPOINTS is set)");
         return;
     }
-    conformance::discovery_properties::registrar_and_resolver_converge(64);
+    let schedule = vec![
+        Step::Start(0),
+        Step::Start(1),
+        Step::Wait(3),
+        Step::Partition(9),
+        Step::Kill(1),
+        Step::DropConnections,
+        Step::CompactGap(0),
+        Step::Errors(2),
+        Step::Restart,
+        Step::Start(2),
+    ];
+    let first = trace_schedule(schedule.clone(), 42).await.unwrap();
+    let second = trace_schedule(schedule, 42).await.unwrap();
+    assert!(first.len() > 15, "a trace worth comparing: {first:#?}");
+    assert_eq!(first, second);
 }
 
 /// The first bug the property found: an instance's key deleted while no
@@ -33,6 +62,19 @@ fn a_resolver_that_merges_on_relist_is_caught() {
         return;
     }
     run_property(1024, Variant::MergesOnRelist).expect_err("the broken resolver is caught");
+}
+
+/// A resolver that empties its snapshot when a call fails publishes a set
+/// etcd never held; the property must catch it.
+#[test]
+fn a_resolver_that_empties_on_errors_is_caught() {
+    use conformance::discovery_properties::{run_property, Variant};
+    if !conformance::Target::current().is_fake() {
+        return;
+    }
+    let failure =
+        run_property(1024, Variant::ClearsOnError).expect_err("the broken resolver is caught");
+    assert!(failure.contains("published []"), "{failure}");
 }
 
 /// The schedule that exposes a merging resolver, checked directly: an

@@ -56,6 +56,7 @@ pub struct ResolverBuilder {
     backoff: (Duration, Duration),
     seed: Option<u64>,
     merge_on_relist: bool,
+    clear_on_error: bool,
 }
 
 impl ResolverBuilder {
@@ -66,6 +67,16 @@ impl ResolverBuilder {
     #[doc(hidden)]
     pub fn broken_merge_on_relist(mut self) -> Self {
         self.merge_on_relist = true;
+        self
+    }
+
+    /// A deliberately broken resolver, for showing that the property tests
+    /// catch the other classic bug: on an error it empties its snapshot, so
+    /// every client loses every instance while etcd still has them. Never
+    /// use it for anything else.
+    #[doc(hidden)]
+    pub fn broken_clear_on_error(mut self) -> Self {
+        self.clear_on_error = true;
         self
     }
 
@@ -112,6 +123,7 @@ impl ResolverBuilder {
             backoff,
             tx,
             merge_on_relist: self.merge_on_relist,
+            clear_on_error: self.clear_on_error,
         };
         let task = tokio::spawn(run.run());
         Resolver { snapshot: rx, task }
@@ -159,6 +171,7 @@ impl Resolver {
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             seed: None,
             merge_on_relist: false,
+            clear_on_error: false,
         }
     }
 
@@ -218,6 +231,7 @@ struct Run {
     backoff: Backoff,
     tx: watch::Sender<Snapshot>,
     merge_on_relist: bool,
+    clear_on_error: bool,
 }
 
 impl Run {
@@ -250,6 +264,13 @@ impl Run {
     }
 
     fn mark_stale(&self) {
+        if self.clear_on_error {
+            self.tx.send_modify(|s| {
+                s.endpoints.clear();
+                s.stale = true;
+            });
+            return;
+        }
         self.tx
             .send_if_modified(|s| !std::mem::replace(&mut s.stale, true));
     }

@@ -130,6 +130,53 @@ impl FakeEtcd {
         self.shared.lock().store.revision()
     }
 
+    /// The keys that start with `prefix`, with their values, as they were
+    /// at `revision` (0: now), in key order; read straight from the store,
+    /// past any injected fault or pause: for a test's assertions. `None` if
+    /// that revision is compacted or not written yet.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let etcd = fake_etcd::FakeEtcd::start().await?;
+    /// let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    /// let first = client.put("svc/a", "1", None).await?.header().unwrap().revision();
+    /// client.put("svc/b", "2", None).await?;
+    ///
+    /// let then = etcd.read_prefix("svc/", first).unwrap();
+    /// assert_eq!(then, vec![(b"svc/a".to_vec(), b"1".to_vec())]);
+    /// assert_eq!(etcd.read_prefix("svc/", 0).unwrap().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        revision: i64,
+    ) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = bytes::Bytes::copy_from_slice(prefix.as_ref());
+        let end = crate::watch::prefix_end(&prefix).unwrap_or_else(|| vec![0]);
+        let range = crate::mvcc::KeyRange::new(&prefix, &bytes::Bytes::from(end));
+        let core = self.shared.lock();
+        let store = &core.store;
+        let revision = if revision == 0 {
+            store.revision()
+        } else {
+            revision
+        };
+        if revision < store.compact_revision() || revision > store.revision() {
+            return None;
+        }
+        Some(
+            store
+                .range_at(&range, revision)
+                .map(|kv| (kv.key.to_vec(), kv.value.to_vec()))
+                .collect(),
+        )
+    }
+
     /// How many watchers are open, on all watch streams: for tests that
     /// check their code cancels what it watches.
     pub fn watcher_count(&self) -> usize {

@@ -124,7 +124,7 @@ fn as_prefix(range: &KeyRange) -> Option<&Bytes> {
 
 /// The first key after every key that starts with `prefix`, as clients
 /// compute it; `None` when there is none (all bytes 0xff).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let last = prefix.iter().rposition(|&b| b != 0xff)?;
     let mut end = prefix[..=last].to_vec();
     end[last] += 1;

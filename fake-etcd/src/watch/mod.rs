@@ -22,4 +22,4 @@
 
 mod hub;
 
-pub(crate) use hub::{Context, StreamId, WatchHub, STREAM_BUFFER};
+pub(crate) use hub::{prefix_end, Context, StreamId, WatchHub, STREAM_BUFFER};
