@@ -555,11 +555,16 @@ impl World {
                     .map_err(|e| e.to_string())?
                     .header()
                     .map_or(0, |h| h.revision());
-                admin
-                    .compact(now, None)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                match admin.compact(now, None).await {
+                    Ok(_) => Ok(()),
+                    // Nothing was written since the last compaction.
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if status.code() == tonic::Code::OutOfRange =>
+                    {
+                        Ok(())
+                    }
+                    Err(err) => Err(err.to_string()),
+                }
             }
         }
     }
