@@ -55,10 +55,11 @@ pub(crate) fn spawn_member_tasks(shared: &Arc<Shared>, member: &CancellationToke
     tokio::spawn(sync_lagging_watchers(Arc::clone(shared), member.clone()));
 }
 
-/// Serves the member's gRPC services on `listener` until `incarnation` is
-/// cancelled; every connection breaks then.
+/// Serves the member's gRPC services on `listener` and on the in-process
+/// `pipes` until `incarnation` is cancelled; every connection breaks then.
 pub(crate) async fn serve_grpc(
     listener: TcpListener,
+    pipes: InProcessIncoming,
     shared: Arc<Shared>,
     incarnation: CancellationToken,
 ) -> io::Result<()> {
@@ -79,10 +80,7 @@ pub(crate) async fn serve_grpc(
     };
     let pipes = {
         let shared = Arc::clone(&shared);
-        shared
-            .in_process
-            .listen()
-            .map(move |pipe| Ok(Connection::new(Either::Right(pipe), &shared)))
+        pipes.map(move |pipe| Ok(Connection::new(Either::Right(pipe), &shared)))
     };
     let connections = sockets.merge(pipes);
 
@@ -175,6 +173,9 @@ async fn run_timers_on_time(shared: Arc<Shared>, member: CancellationToken) {
 /// is full, as on a socket.
 const PIPE_BUFFER: usize = 256 * 1024;
 
+/// The in-process connections an incarnation accepts.
+pub(crate) type InProcessIncoming = UnboundedReceiverStream<DuplexStream>;
+
 /// The in-process counterpart of the TCP listener: the incarnation now
 /// serving takes the server ends of in-memory pipes from it. Between
 /// incarnations (during a restart) a connection is refused, as a closed
@@ -185,9 +186,10 @@ pub(crate) struct InProcessListener {
 }
 
 impl InProcessListener {
-    /// Starts taking connections for a new incarnation (the previous one's
-    /// stream ends when the incarnation drops it).
-    fn listen(&self) -> UnboundedReceiverStream<DuplexStream> {
+    /// Starts taking connections for a new incarnation, at once (before its
+    /// task runs: a client may connect as soon as `start` returns). The
+    /// previous incarnation's stream ends when it drops it.
+    pub(crate) fn listen(&self) -> InProcessIncoming {
         let (sender, receiver) = mpsc::unbounded_channel();
         *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
         UnboundedReceiverStream::new(receiver)

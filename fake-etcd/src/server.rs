@@ -346,9 +346,11 @@ impl FakeEtcd {
             core.lessor.renew_all(self.shared.clock.now());
         }
         let listener = TcpListener::bind(self.addr).await?;
+        let pipes = self.shared.in_process.listen();
         let token = self.member.child_token();
         let task = tokio::spawn(net::serve_grpc(
             listener,
+            pipes,
             Arc::clone(&self.shared),
             token.clone(),
         ));
@@ -600,9 +602,11 @@ impl FakeEtcdBuilder {
         let shared = Arc::new(Shared::new(identity, Clock::new(self.time), progress, seed));
         let member = CancellationToken::new();
         net::spawn_member_tasks(&shared, &member);
+        let pipes = shared.in_process.listen();
         let token = member.child_token();
         let task = tokio::spawn(net::serve_grpc(
             listener,
+            pipes,
             Arc::clone(&shared),
             token.clone(),
         ));

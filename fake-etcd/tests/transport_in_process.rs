@@ -130,3 +130,17 @@ async fn a_dropped_member_refuses_in_process_connections() {
         assert!(client.get("k", None).await.is_err());
     }
 }
+
+/// A client may connect the moment `start` returns, on any runtime: the
+/// in-process listener is there before the server's task first runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_can_connect_as_soon_as_start_returns() {
+    for _ in 0..50 {
+        let etcd = FakeEtcd::start().await.unwrap();
+        let channel = etcd_client::Channel::Tonic(etcd.in_process_channel());
+        let mut client = etcd_client::Client::from_channel(channel, None)
+            .await
+            .unwrap();
+        client.get("k", None).await.unwrap();
+    }
+}

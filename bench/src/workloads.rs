@@ -1,0 +1,232 @@
+//! The workloads, each the same `etcd-client` code whatever the target.
+//! Latencies are medians; throughputs are operations over wall time.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_proto::etcdserverpb::RangeRequest;
+
+use crate::targets::Target;
+use crate::Error;
+
+pub(crate) const VALUE: &str = "value-of-64-bytes-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+/// The median of `samples` (sorted in place).
+pub(crate) fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Median latency of `n` sequential puts (100 keys, overwritten).
+pub(crate) async fn sequential_put(t: &Target, prefix: &str, n: usize) -> Result<Duration, Error> {
+    let mut client = t.client.clone();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("{prefix}seq/{}", i % 100);
+        let started = Instant::now();
+        client.put(key, VALUE, None).await?;
+        samples.push(started.elapsed());
+    }
+    Ok(median(&mut samples))
+}
+
+/// Median latency of `n` sequential gets of single keys.
+pub(crate) async fn sequential_get(t: &Target, prefix: &str, n: usize) -> Result<Duration, Error> {
+    let mut client = t.client.clone();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("{prefix}seq/{}", i % 100);
+        let started = Instant::now();
+        client.get(key, None).await?;
+        samples.push(started.elapsed());
+    }
+    Ok(median(&mut samples))
+}
+
+/// Operations per second from 64 concurrent tasks, `total` in all.
+pub(crate) async fn concurrent(
+    t: &Target,
+    prefix: &str,
+    total: usize,
+    put: bool,
+) -> Result<f64, Error> {
+    let tasks = 64;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let mut client = t.client.clone();
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                for i in 0..total / tasks {
+                    let key = format!("{prefix}conc/{task}/{}", i % 50);
+                    if put {
+                        client.put(key, "v", None).await?;
+                    } else {
+                        client.get(key, None).await?;
+                    }
+                }
+                Ok::<_, etcd_client::Error>(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Median latency of a txn: compare a key's value and version, then put
+/// (or get, if the compare fails). Half of them succeed.
+pub(crate) async fn txn(t: &Target, prefix: &str, n: usize) -> Result<Duration, Error> {
+    let mut client = t.client.clone();
+    let key = format!("{prefix}txn");
+    client.put(key.as_str(), "a", None).await?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let expected = if i % 2 == 0 { "a" } else { "b" };
+        let txn = Txn::new()
+            .when([
+                Compare::value(key.as_str(), CompareOp::Equal, expected),
+                Compare::version(key.as_str(), CompareOp::Greater, 0),
+            ])
+            .and_then([TxnOp::put(key.as_str(), "a", None)])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let started = Instant::now();
+        client.txn(txn).await?;
+        samples.push(started.elapsed());
+    }
+    Ok(median(&mut samples))
+}
+
+/// Loads `keys` keys under `prefix` (txns of 128 puts: etcd's op limit).
+pub(crate) async fn load(t: &Target, prefix: &str, keys: usize, from: usize) -> Result<(), Error> {
+    let mut client = t.client.clone();
+    let mut i = from;
+    while i < from + keys {
+        let end = (i + 128).min(from + keys);
+        let ops: Vec<TxnOp> = (i..end)
+            .map(|k| TxnOp::put(format!("{prefix}{k:07}"), VALUE, None))
+            .collect();
+        client.txn(Txn::new().and_then(ops)).await?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// Median time of a range over all `keys` keys of a prefix (loaded first
+/// where the target stores data), from `samples` runs. Through the plain
+/// KV client: 100,000 keys make a response larger than `etcd-client`
+/// accepts.
+pub(crate) async fn range(
+    t: &Target,
+    prefix: &str,
+    keys: usize,
+    samples: usize,
+) -> Result<Duration, Error> {
+    let mut kv = t.kv.clone();
+    let prefix = format!("{prefix}range{keys}/");
+    if t.stores() {
+        load(t, &prefix, keys, 0).await?;
+    }
+    let mut range_end = prefix.clone().into_bytes();
+    if let Some(last) = range_end.last_mut() {
+        *last += 1;
+    }
+    let request = RangeRequest {
+        key: prefix.into_bytes().into(),
+        range_end: range_end.into(),
+        ..RangeRequest::default()
+    };
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        let resp = kv.range(request.clone()).await?.into_inner();
+        times.push(started.elapsed());
+        if t.stores() && resp.kvs.len() != keys {
+            return Err(format!("{}: range returned {} keys", t.name, resp.kvs.len()).into());
+        }
+    }
+    Ok(median(&mut times))
+}
+
+/// Median time from a put to its watch event.
+pub(crate) async fn watch_delivery(t: &Target, prefix: &str, n: usize) -> Result<Duration, Error> {
+    let mut client = t.client.clone();
+    let key = format!("{prefix}watched");
+    let mut stream = client
+        .watch(key.as_str(), Some(WatchOptions::new()))
+        .await?;
+    stream.message().await?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        client.put(key.as_str(), i.to_string(), None).await?;
+        loop {
+            let resp = stream.message().await?.ok_or("watch ended")?;
+            if !resp.events().is_empty() {
+                break;
+            }
+        }
+        samples.push(started.elapsed());
+    }
+    Ok(median(&mut samples))
+}
+
+/// Lease grants per second, sequential (each revoked after the run).
+pub(crate) async fn lease_grants(t: &Target, n: usize) -> Result<f64, Error> {
+    let mut client = t.client.clone();
+    let mut ids = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        ids.push(client.lease_grant(60, None).await?.id());
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    for id in ids {
+        client.lease_revoke(id).await?;
+    }
+    Ok(rate)
+}
+
+/// Keepalives per second on one stream: send, await the answer, repeat.
+pub(crate) async fn keepalives(t: &Target, n: usize) -> Result<f64, Error> {
+    let mut client = t.client.clone();
+    let id = client.lease_grant(60, None).await?.id();
+    let (mut keeper, mut responses) = client.lease_keep_alive(id).await?;
+    let started = Instant::now();
+    for _ in 0..n {
+        keeper.keep_alive().await?;
+        let resp = responses.message().await?.ok_or("keepalive stream ended")?;
+        if resp.ttl() <= 0 {
+            return Err("lease lost during the keepalive run".into());
+        }
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    client.lease_revoke(id).await?;
+    Ok(rate)
+}
+
+/// Wall time of a registration's life: grant a 10 s lease, put a key on
+/// it, watch it, let the lease expire, see the delete. The fake moves its
+/// clock; a real etcd is waited on.
+pub(crate) async fn lease_expiry_scenario(t: &Target, prefix: &str) -> Result<Duration, Error> {
+    let mut client = t.client.clone();
+    let key = format!("{prefix}expiring");
+    let started = Instant::now();
+    let lease = client.lease_grant(10, None).await?.id();
+    client
+        .put(key.as_str(), "v", Some(PutOptions::new().with_lease(lease)))
+        .await?;
+    let mut stream = client.watch(key.as_str(), None).await?;
+    stream.message().await?;
+    t.pass(Duration::from_secs(11)).await?;
+    loop {
+        let resp = stream.message().await?.ok_or("watch ended")?;
+        if resp
+            .events()
+            .iter()
+            .any(|e| e.event_type() == EventType::Delete)
+        {
+            return Ok(started.elapsed());
+        }
+    }
+}
