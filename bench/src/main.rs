@@ -167,6 +167,13 @@ async fn main() -> Result<(), Error> {
                 ms(workloads::lease_expiry_scenario(t, &prefix).await?),
             );
         }
+        let fake = &all[1];
+        let decode = workloads::range_decode_only(fake, &prefix, 10_000).await?;
+        report.record(
+            "client decoding of a 10,000-key range response",
+            fake.name,
+            ms(decode),
+        );
         report.table(
             "Stored data, watches and leases: the fake against etcd",
             "Ranges return every key of a prefix (20 runs; 5 for 100,000 keys); the floor answers them with a canned response of the same size, so its column is what encoding, moving and decoding that many keys costs with any server. The lease expiry scenario grants a 10 s lease, puts a key on it, watches it, and waits for the delete: the fake advances its clock (the binary through its control API), etcd is waited on.",

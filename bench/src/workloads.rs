@@ -149,6 +149,44 @@ pub(crate) async fn range(
     Ok(median(&mut times))
 }
 
+/// Median time the client takes just to decode the response of a range
+/// over the `keys` keys [`range`] loaded on `t`: a floor no server can go
+/// under, since the client must read every key-value.
+pub(crate) async fn range_decode_only(
+    t: &Target,
+    prefix: &str,
+    keys: usize,
+) -> Result<Duration, Error> {
+    use prost::Message;
+    let prefix = format!("{prefix}range{keys}/");
+    let mut range_end = prefix.clone().into_bytes();
+    if let Some(last) = range_end.last_mut() {
+        *last += 1;
+    }
+    let request = RangeRequest {
+        key: prefix.into_bytes().into(),
+        range_end: range_end.into(),
+        ..RangeRequest::default()
+    };
+    let encoded =
+        t.kv.clone()
+            .range(request)
+            .await?
+            .into_inner()
+            .encode_to_vec();
+    let mut times = Vec::with_capacity(20);
+    for _ in 0..20 {
+        let started = Instant::now();
+        let decoded =
+            etcd_proto::etcdserverpb::RangeResponse::decode(bytes::Bytes::from(encoded.clone()))?;
+        times.push(started.elapsed());
+        if decoded.kvs.len() != keys {
+            return Err("the decoded range lost keys".into());
+        }
+    }
+    Ok(median(&mut times))
+}
+
 /// Median time from a put to its watch event.
 pub(crate) async fn watch_delivery(t: &Target, prefix: &str, n: usize) -> Result<Duration, Error> {
     let mut client = t.client.clone();
