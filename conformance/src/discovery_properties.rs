@@ -1,7 +1,8 @@
 //! Property tests of the `discovery` registrar and resolver: random
-//! schedules of instances starting and stopping, time passing, partitions,
-//! dropped connections, restarts, watch gaps with compaction, out-of-band
-//! deletes and injected errors. While a schedule runs, every snapshot a
+//! schedules of instances starting, stopping and dying, time passing,
+//! partitions, stalled keepalives, dropped connections, restarts, watch
+//! gaps with compaction, out-of-band deletes and overwrites, injected
+//! errors, metadata changes and resolvers restarting. While a schedule runs, every snapshot a
 //! resolver publishes must be a state etcd really held; once the schedule
 //! heals, everything must converge within a bound, and stay converged.
 //!
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use discovery::{Registrar, Registration, Resolver, Snapshot};
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, GetOptions, PutOptions};
 use fake_etcd::{errors, Bridge, FakeEtcd, Rpc, TimeSource};
 use proptest::prelude::*;
 use proptest::strategy::Union;
@@ -67,6 +68,14 @@ pub enum Step {
     Errors(u8),
     /// Change instance `i`'s weight.
     Metadata(u8, u8),
+    /// Every registrar's keepalives stall for this many seconds, while the
+    /// instances live on (a long GC pause; on a real etcd, a partition of
+    /// the registrars alone).
+    StallKeepalives(u8),
+    /// Overwrite instance `i`'s key with another address, behind its back.
+    Overwrite(u8),
+    /// Stop resolver `r` and start a new one in its place.
+    RestartResolver(u8),
 }
 
 impl std::fmt::Debug for Step {
@@ -84,6 +93,9 @@ impl std::fmt::Debug for Step {
             Self::DeleteKey(i) => write!(f, "delete instance {i}'s key"),
             Self::Errors(n) => write!(f, "fail the next {n} calls"),
             Self::Metadata(i, w) => write!(f, "set instance {i}'s weight to {w}"),
+            Self::StallKeepalives(s) => write!(f, "stall keepalives for {s}s"),
+            Self::Overwrite(i) => write!(f, "overwrite instance {i}'s key"),
+            Self::RestartResolver(r) => write!(f, "restart resolver {r}"),
         }
     }
 }
@@ -175,6 +187,17 @@ pub fn schedule(profile: Profile) -> impl Strategy<Value = Vec<Step>> {
         (1, instance().prop_map(Step::CompactGap).boxed()),
         (1, instance().prop_map(Step::DieInGap).boxed()),
         (1, instance().prop_map(Step::DeleteKey).boxed()),
+        (1, instance().prop_map(Step::Overwrite).boxed()),
+        (
+            1,
+            (1..=profile.max_pause)
+                .prop_map(Step::StallKeepalives)
+                .boxed(),
+        ),
+        (
+            1,
+            (0..RESOLVERS as u8).prop_map(Step::RestartResolver).boxed(),
+        ),
         (
             1,
             (instance(), 1..9u8)
@@ -617,6 +640,32 @@ impl World {
                     etcd.fail_next(Rpc::Any, usize::from(n), errors::request_timed_out());
                 }
             }
+            Step::StallKeepalives(s) => {
+                match &self.backend {
+                    Backend::Fake(etcd) => {
+                        etcd.fail_always(Rpc::LeaseKeepAlive, errors::request_timed_out());
+                        etcd.end_keepalive_streams(errors::request_timed_out());
+                    }
+                    Backend::Real { registrars, .. } => registrars.pause(),
+                }
+                tokio::time::sleep(Duration::from_secs(u64::from(s))).await;
+                self.heal();
+            }
+            Step::Overwrite(i) => {
+                // Only a running instance's, and on a lease of the same TTL
+                // that nobody renews (another process squatting on the
+                // key): if the instance dies before putting its own value
+                // back, the squatter's key goes too, as etcd would have it.
+                if self.running.contains_key(&i) {
+                    let foreign = r#"{"Op":0,"Addr":"10.9.9.9:9999","Metadata":null}"#;
+                    let mut admin = self.admin.clone();
+                    if let Ok(lease) = admin.lease_grant(self.profile.ttl, None).await {
+                        let on_lease = PutOptions::new().with_lease(lease.id());
+                        let _ = admin.put(self.key(i), foreign, Some(on_lease)).await;
+                    }
+                }
+            }
+            Step::RestartResolver(_) => {}
             Step::Metadata(i, w) => {
                 if let Some(registration) = self.running.get(&i) {
                     let _ = registration
@@ -657,7 +706,12 @@ impl World {
         for (r, resolver) in resolvers.iter().enumerate() {
             let snapshot = resolver.snapshot();
             let seen: BTreeSet<String> = snapshot.addrs().into_iter().map(str::to_owned).collect();
-            if seen != live || snapshot.stale || snapshot.endpoints.len() != seen.len() {
+            let ids: BTreeSet<String> = snapshot.endpoints.keys().cloned().collect();
+            if seen != live
+                || ids != live
+                || snapshot.stale
+                || snapshot.endpoints.len() != seen.len()
+            {
                 return Some(format!(
                     "resolver {r} sees {snapshot:?}, live instances are {live:?}"
                 ));
@@ -680,7 +734,9 @@ async fn monitor(
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         if snapshot.synced && snapshot.revision > 0 {
-            let seen: Vec<String> = snapshot.addrs().into_iter().map(str::to_owned).collect();
+            // The instances by key: what etcd holds is keys; an overwritten
+            // value shows as another address under the same key.
+            let seen: Vec<String> = snapshot.endpoints.keys().cloned().collect();
             trace.record(format_args!(
                 "resolver {r} at revision {}: {seen:?}{}",
                 snapshot.revision,
@@ -711,36 +767,45 @@ async fn check(
     let (mut world, resolver_client) = connect_world(seed, profile).await?;
     let trace = world.trace.clone();
     let service = world.service.clone();
-    let resolvers: Vec<Resolver> = (0..RESOLVERS)
-        .map(|r| {
-            let builder = Resolver::builder(resolver_client.clone(), service.as_str())
-                .seed(seed.wrapping_add(100 + r))
-                .backoff(Duration::from_millis(50), profile.backoff_max);
-            match variant {
-                Variant::Correct => builder.start(),
-                Variant::MergesOnRelist => builder.broken_merge_on_relist().start(),
-                Variant::ClearsOnError => builder.broken_clear_on_error().start(),
-            }
-        })
-        .collect();
-    let monitors: Vec<_> = resolvers
+    let start_resolver = |generation: u64| {
+        let builder = Resolver::builder(resolver_client.clone(), service.as_str())
+            .seed(seed.wrapping_add(100 + generation))
+            .backoff(Duration::from_millis(50), profile.backoff_max);
+        match variant {
+            Variant::Correct => builder.start(),
+            Variant::MergesOnRelist => builder.broken_merge_on_relist().start(),
+            Variant::ClearsOnError => builder.broken_clear_on_error().start(),
+        }
+    };
+    let reader = world.reader.clone();
+    let watch_resolver = |r: usize, resolver: &Resolver| {
+        tokio::spawn(monitor(
+            reader.clone(),
+            r,
+            resolver.subscribe(),
+            trace.clone(),
+        ))
+    };
+    let mut resolvers: Vec<Resolver> = (0..RESOLVERS).map(start_resolver).collect();
+    let mut monitors: Vec<_> = resolvers
         .iter()
         .enumerate()
-        .map(|(r, resolver)| {
-            tokio::spawn(monitor(
-                world.reader.clone(),
-                r,
-                resolver.subscribe(),
-                trace.clone(),
-            ))
-        })
+        .map(|(r, resolver)| watch_resolver(r, resolver))
         .collect();
+    let mut generation = RESOLVERS;
     let finished_monitor = |monitors: &[tokio::task::JoinHandle<Option<String>>]| {
         monitors.iter().any(|m| m.is_finished())
     };
 
     for step in &steps {
         trace.record(format_args!("{step:?}"));
+        if let Step::RestartResolver(r) = *step {
+            let r = usize::from(r);
+            resolvers[r] = start_resolver(generation);
+            generation += 1;
+            monitors[r].abort();
+            monitors[r] = watch_resolver(r, &resolvers[r]);
+        }
         world.apply(step).await?;
         if finished_monitor(&monitors) {
             break;

@@ -53,6 +53,28 @@ async fn regression_key_deleted_during_a_watch_outage_is_restored() {
     check_schedule(schedule, 1, Variant::Correct).await.unwrap();
 }
 
+/// Found by the property: an instance whose key was overwritten out of
+/// band died before putting it back. The model had overwritten it with no
+/// lease, so the foreign key stayed for ever; a squatter's key now has a
+/// lease nobody renews, and goes with it.
+#[tokio::test(start_paused = true)]
+async fn an_overwritten_key_of_an_instance_that_dies_goes_away() {
+    use conformance::discovery_properties::{check_schedule, Step, Variant};
+    if !conformance::Target::current().is_fake() {
+        return;
+    }
+    let schedule = vec![
+        Step::Start(2),
+        Step::Wait(1),
+        Step::DropConnections,
+        Step::Overwrite(2),
+        Step::DieInGap(2),
+    ];
+    check_schedule(schedule, 1795329810557152822, Variant::Correct)
+        .await
+        .unwrap();
+}
+
 /// A resolver that merges on re-listing instead of replacing keeps
 /// instances deleted during a watch gap; the property must catch it.
 #[test]
