@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use discovery::{Registrar, Registration, Resolver, Snapshot};
+use discovery::{Codec, Endpoint, GoNaming, Registrar, Registration, Resolver, Snapshot};
 use etcd_client::{Client, GetOptions, PutOptions};
 use fake_etcd::{errors, Bridge, FakeEtcd, Rpc, TimeSource};
 use proptest::prelude::*;
@@ -324,6 +324,8 @@ struct World {
     /// What etcd holds, past every fault.
     reader: Reader,
     running: BTreeMap<u8, Registration>,
+    /// The weight each running instance last asked for.
+    weights: BTreeMap<u8, u8>,
     trace: Trace,
 }
 
@@ -342,35 +344,62 @@ enum ReadFrom {
 }
 
 impl Reader {
-    /// The instances registered at `revision` (0: now), or `None` if it is
-    /// compacted.
-    async fn registered_at(&self, revision: i64) -> Option<Vec<String>> {
-        let keys: Vec<Vec<u8>> = match &self.etcd {
-            ReadFrom::Fake(etcd) => etcd
-                .read_prefix(&self.prefix, revision)?
-                .into_iter()
-                .map(|(key, _)| key)
-                .collect(),
-            ReadFrom::Real(client) => client
-                .clone()
-                .get(
-                    self.prefix.as_str(),
-                    Some(GetOptions::new().with_prefix().with_revision(revision)),
-                )
-                .await
-                .ok()?
-                .kvs()
-                .iter()
-                .map(|kv| kv.key().to_vec())
-                .collect(),
+    /// The instances registered at `revision` (0: now), decoded as the
+    /// resolvers decode them, by key; `Ok(None)` if it is compacted.
+    async fn held_at(&self, revision: i64) -> Result<Option<Instances>, String> {
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = match &self.etcd {
+            ReadFrom::Fake(etcd) => match etcd.read_prefix(&self.prefix, revision) {
+                Some(kvs) => kvs,
+                None => return Ok(None),
+            },
+            ReadFrom::Real(client) => {
+                let options = GetOptions::new().with_prefix().with_revision(revision);
+                match client
+                    .clone()
+                    .get(self.prefix.as_str(), Some(options))
+                    .await
+                {
+                    Ok(resp) => resp
+                        .kvs()
+                        .iter()
+                        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+                        .collect(),
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if status.code() == tonic::Code::OutOfRange =>
+                    {
+                        return Ok(None)
+                    }
+                    Err(err) => return Err(format!("reading etcd at revision {revision}: {err}")),
+                }
+            }
         };
-        Some(
-            keys.iter()
-                .map(|k| String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned())
+        let service = self.prefix.trim_end_matches('/');
+        Ok(Some(
+            kvs.iter()
+                .filter_map(|(key, value)| GoNaming.decode(service, key, value))
+                .map(|e| (e.id.clone(), e))
                 .collect(),
-        )
+        ))
+    }
+
+    /// [`Reader::held_at`], retried a few times: a real etcd's answer may
+    /// be slow to come while the machine is busy.
+    async fn held_at_patiently(&self, revision: i64) -> Result<Option<Instances>, String> {
+        let mut tries = 0;
+        loop {
+            match self.held_at(revision).await {
+                Err(_) if tries < 3 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                done => return done,
+            }
+        }
     }
 }
+
+/// Instances by ID (the key after `<service>/`).
+type Instances = BTreeMap<String, Endpoint>;
 
 /// The case's log, shared with the resolver monitors.
 #[derive(Clone)]
@@ -434,6 +463,7 @@ async fn connect_world(seed: u64, profile: Profile) -> Result<(World, Client), S
             registrar_client,
             admin,
             running: BTreeMap::new(),
+            weights: BTreeMap::new(),
             trace: Trace::new(),
         };
         return Ok((world, resolver_client));
@@ -474,6 +504,7 @@ async fn connect_world(seed: u64, profile: Profile) -> Result<(World, Client), S
         registrar_client,
         admin,
         running: BTreeMap::new(),
+        weights: BTreeMap::new(),
         trace: Trace::new(),
     };
     Ok((world, resolver_client))
@@ -492,6 +523,7 @@ impl World {
         if self.running.contains_key(&i) {
             return;
         }
+        self.weights.remove(&i);
         let registration =
             Registrar::builder(self.registrar_client.clone(), &self.service, addr(i))
                 .ttl(self.profile.ttl)
@@ -668,13 +700,24 @@ impl World {
             Step::RestartResolver(_) => {}
             Step::Metadata(i, w) => {
                 if let Some(registration) = self.running.get(&i) {
+                    // Even if this fails (an outage), the registration must
+                    // get the new metadata into etcd once it can.
                     let _ = registration
                         .update_metadata(serde_json::json!({ "weight": w }))
                         .await;
+                    self.weights.insert(i, w);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The metadata instance `i` last asked for.
+    fn expected_metadata(&self, i: u8) -> serde_json::Value {
+        self.weights.get(&i).map_or(
+            serde_json::Value::Null,
+            |w| serde_json::json!({ "weight": w }),
+        )
     }
 
     fn live(&self) -> BTreeSet<String> {
@@ -694,26 +737,30 @@ impl World {
                 ));
             }
         }
-        let Some(registered) = self.reader.registered_at(0).await else {
-            return Some("etcd cannot be read".to_owned());
+        let registered = match self.reader.held_at_patiently(0).await {
+            Ok(Some(registered)) => registered,
+            Ok(None) => return Some("etcd cannot be read now".to_owned()),
+            Err(err) => return Some(err),
         };
-        let distinct: BTreeSet<String> = registered.iter().cloned().collect();
-        if distinct.len() != registered.len() || distinct != live {
-            return Some(format!(
-                "etcd holds {registered:?}, live instances are {live:?}"
-            ));
+        let ids: BTreeSet<String> = registered.keys().cloned().collect();
+        if ids != live {
+            return Some(format!("etcd holds {ids:?}, live instances are {live:?}"));
+        }
+        for i in self.running.keys() {
+            let endpoint = &registered[&addr(*i)];
+            let metadata = self.expected_metadata(*i);
+            if endpoint.addr != addr(*i) || endpoint.metadata != metadata {
+                return Some(format!(
+                    "etcd holds {endpoint:?} for instance {i}, which registered {} with {metadata}",
+                    addr(*i)
+                ));
+            }
         }
         for (r, resolver) in resolvers.iter().enumerate() {
             let snapshot = resolver.snapshot();
-            let seen: BTreeSet<String> = snapshot.addrs().into_iter().map(str::to_owned).collect();
-            let ids: BTreeSet<String> = snapshot.endpoints.keys().cloned().collect();
-            if seen != live
-                || ids != live
-                || snapshot.stale
-                || snapshot.endpoints.len() != seen.len()
-            {
+            if snapshot.endpoints != registered || snapshot.stale {
                 return Some(format!(
-                    "resolver {r} sees {snapshot:?}, live instances are {live:?}"
+                    "resolver {r} sees {snapshot:?}, etcd holds {registered:?}"
                 ));
             }
         }
@@ -724,8 +771,29 @@ impl World {
 /// Follows one resolver's published snapshots, recording each and
 /// checking it against what etcd held at its revision: a resolver must
 /// never publish a set etcd did not hold (an empty set after an error, a
-/// deleted instance kept after a re-list). Returns the first violation.
+/// deleted instance kept after a re-list). The first violation goes to
+/// `failures`.
 async fn monitor(
+    reader: Reader,
+    r: usize,
+    snapshots: tokio::sync::watch::Receiver<Snapshot>,
+    trace: Trace,
+    failures: Failures,
+) {
+    if let Some(failure) = first_wrong_snapshot(reader, r, snapshots, trace).await {
+        failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(failure);
+    }
+}
+
+/// What the monitors found wrong, shared with the case.
+type Failures = Arc<Mutex<Vec<String>>>;
+
+/// The body of [`monitor`]: `Some` at the first wrong snapshot, `None` when
+/// the resolver is gone.
+async fn first_wrong_snapshot(
     reader: Reader,
     r: usize,
     mut snapshots: tokio::sync::watch::Receiver<Snapshot>,
@@ -734,21 +802,25 @@ async fn monitor(
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         if snapshot.synced && snapshot.revision > 0 {
-            // The instances by key: what etcd holds is keys; an overwritten
-            // value shows as another address under the same key.
-            let seen: Vec<String> = snapshot.endpoints.keys().cloned().collect();
+            let seen: Vec<&str> = snapshot.endpoints.keys().map(String::as_str).collect();
             trace.record(format_args!(
                 "resolver {r} at revision {}: {seen:?}{}",
                 snapshot.revision,
                 if snapshot.stale { " (stale)" } else { "" }
             ));
             // A compacted revision cannot be checked; later ones will be.
-            if let Some(held) = reader.registered_at(snapshot.revision).await {
-                if held != seen {
+            match reader.held_at_patiently(snapshot.revision).await {
+                Ok(Some(held)) if held != snapshot.endpoints => {
+                    let held: Vec<&Endpoint> = held.values().collect();
+                    let seen: Vec<&Endpoint> = snapshot.endpoints.values().collect();
                     return Some(format!(
                         "resolver {r} published {seen:?} at revision {}, when etcd held {held:?}",
                         snapshot.revision
                     ));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    return Some(format!("resolver {r}'s snapshot cannot be checked: {err}"))
                 }
             }
         }
@@ -778,12 +850,14 @@ async fn check(
         }
     };
     let reader = world.reader.clone();
+    let failures = Failures::default();
     let watch_resolver = |r: usize, resolver: &Resolver| {
         tokio::spawn(monitor(
             reader.clone(),
             r,
             resolver.subscribe(),
             trace.clone(),
+            Arc::clone(&failures),
         ))
     };
     let mut resolvers: Vec<Resolver> = (0..RESOLVERS).map(start_resolver).collect();
@@ -793,8 +867,14 @@ async fn check(
         .map(|(r, resolver)| watch_resolver(r, resolver))
         .collect();
     let mut generation = RESOLVERS;
-    let finished_monitor = |monitors: &[tokio::task::JoinHandle<Option<String>>]| {
-        monitors.iter().any(|m| m.is_finished())
+    // Monitors of resolvers that were restarted: they end with their
+    // resolver, and what they found still counts.
+    let mut retired = Vec::new();
+    let failed = || {
+        !failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     };
 
     for step in &steps {
@@ -803,11 +883,13 @@ async fn check(
             let r = usize::from(r);
             resolvers[r] = start_resolver(generation);
             generation += 1;
-            monitors[r].abort();
-            monitors[r] = watch_resolver(r, &resolvers[r]);
+            retired.push(std::mem::replace(
+                &mut monitors[r],
+                watch_resolver(r, &resolvers[r]),
+            ));
         }
         world.apply(step).await?;
-        if finished_monitor(&monitors) {
+        if failed() {
             break;
         }
     }
@@ -818,8 +900,8 @@ async fn check(
     trace.record("healed");
     let bound = profile.recovery_bound();
     let converged = loop {
-        if finished_monitor(&monitors) {
-            break Err(String::new());
+        if failed() {
+            break Ok(());
         }
         let divergence = world.divergence(&resolvers).await;
         match divergence {
@@ -843,15 +925,22 @@ async fn check(
     }
     let stays = world.divergence(&resolvers).await;
 
+    // Without their resolvers the monitors end, once their last check is
+    // done.
     drop(resolvers);
-    let mut published_wrong = None;
-    for monitor in monitors {
-        if monitor.is_finished() {
-            published_wrong = published_wrong.or(monitor.await.ok().flatten());
-        } else {
-            monitor.abort();
+    for monitor in monitors.into_iter().chain(retired) {
+        if tokio::time::timeout(Duration::from_secs(10), monitor)
+            .await
+            .is_err()
+        {
+            return Err("a resolver's monitor did not end".to_owned());
         }
     }
+    let published_wrong = failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .first()
+        .cloned();
     if !profile.fake {
         // Leave nothing behind on a shared etcd.
         for (_, registration) in world.running {

@@ -326,6 +326,7 @@ impl Task {
         tokio::pin!(sleep);
         loop {
             tokio::select! {
+                biased;
                 () = &mut sleep => return false,
                 command = self.commands.recv() => match command {
                     None => return false,
@@ -421,6 +422,10 @@ impl Task {
             .await
             .ok()
             .flatten();
+        // With no own-key watch, when to check the key again. Kept across
+        // passes of the loop: renewals come every TTL/3, and a sleep made
+        // afresh on each pass would never end with a TTL of 3 s or less.
+        let mut recheck_at = Instant::now() + OWN_KEY_RECHECK;
         self.state.send_replace(RegistrationState::Live { lease });
         self.backoff.reset();
         loop {
@@ -449,6 +454,9 @@ impl Task {
             }
             let own_value = self.codec.encode(&self.endpoint);
             tokio::select! {
+                // In order, so that a schedule replays identically in virtual
+                // time (tokio otherwise picks among ready branches at random).
+                biased;
                 () = tokio::time::sleep_until(next_renewal) => {
                     if let Some((sender, responses)) = keeper.as_mut() {
                         let sent_at = Instant::now();
@@ -484,7 +492,7 @@ impl Task {
                 () = tokio::time::sleep_until(deadline) => {
                     return Outcome::Lost("no renewal before the lease's deadline".into());
                 }
-                changed = next_own_key_change(&mut own_key, &own_value, lease) => {
+                changed = next_own_key_change(&mut own_key, recheck_at, &own_value, lease) => {
                     match changed {
                         OwnKey::Intact => {}
                         OwnKey::Changed => {
@@ -498,16 +506,30 @@ impl Task {
                                 // is checked (and put back) again shortly.
                                 tracing::warn!(key = %self.key, %err, "could not put the registration back; retrying");
                                 own_key = None;
+                                recheck_at = Instant::now() + OWN_KEY_RECHECK;
                             }
                         }
                         OwnKey::StreamEnded => {
                             own_key = tokio::time::timeout_at(deadline, self.watch_own_key(lease)).await.ok().flatten();
+                            recheck_at = Instant::now() + OWN_KEY_RECHECK;
                         }
                     }
                 }
                 command = self.commands.recv() => {
                     match command {
-                        Some(command) => if self.handle(command, Some(lease)).await { return Outcome::Deregistered },
+                        Some(command) => {
+                            let metadata = matches!(command, Command::Metadata(..));
+                            if self.handle(command, Some(lease)).await {
+                                return Outcome::Deregistered;
+                            }
+                            if metadata {
+                                // If that put failed, etcd still holds the old
+                                // value and the watch will not say so: check
+                                // the key (and put it back) shortly.
+                                own_key = None;
+                                recheck_at = Instant::now() + OWN_KEY_RECHECK;
+                            }
+                        }
                         // Every handle is gone: keep the registration alive anyway
                         // until the task is aborted.
                         None => std::future::pending::<()>().await,
@@ -544,6 +566,10 @@ impl Task {
     }
 }
 
+/// With no watch on its own key, how long the registration waits before
+/// checking the key again (and opening a new watch).
+const OWN_KEY_RECHECK: Duration = Duration::from_secs(1);
+
 enum OwnKey {
     Intact,
     Changed,
@@ -552,10 +578,15 @@ enum OwnKey {
 
 /// The next change to the registration's own key: a delete, or a put of
 /// another value or lease.
-async fn next_own_key_change(stream: &mut Option<WatchStream>, value: &[u8], lease: i64) -> OwnKey {
+async fn next_own_key_change(
+    stream: &mut Option<WatchStream>,
+    recheck_at: Instant,
+    value: &[u8],
+    lease: i64,
+) -> OwnKey {
     let Some(stream) = stream.as_mut() else {
-        // No watch: check again after a while.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // No watch: check again at `recheck_at`.
+        tokio::time::sleep_until(recheck_at).await;
         return OwnKey::StreamEnded;
     };
     match stream.message().await {

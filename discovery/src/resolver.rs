@@ -63,8 +63,8 @@ impl ResolverBuilder {
     /// A deliberately broken resolver, for showing that the property tests
     /// catch the classic bug: on listing again it merges into the old
     /// snapshot instead of replacing it, so instances deleted during a
-    /// watch gap stay. Never use it for anything else.
-    #[doc(hidden)]
+    /// watch gap stay. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn broken_merge_on_relist(mut self) -> Self {
         self.merge_on_relist = true;
         self
@@ -72,9 +72,9 @@ impl ResolverBuilder {
 
     /// A deliberately broken resolver, for showing that the property tests
     /// catch the other classic bug: on an error it empties its snapshot, so
-    /// every client loses every instance while etcd still has them. Never
-    /// use it for anything else.
-    #[doc(hidden)]
+    /// every client loses every instance while etcd still has them. Only
+    /// with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn broken_clear_on_error(mut self) -> Self {
         self.clear_on_error = true;
         self
@@ -325,6 +325,8 @@ impl Run {
         tokio::pin!(resync);
         loop {
             let message = tokio::select! {
+                // In order, so a schedule replays identically in virtual time.
+                biased;
                 message = stream.message() => message,
                 () = &mut resync => return WatchEnd::Relist("periodic resync"),
             };

@@ -150,6 +150,31 @@ async fn a_key_deleted_or_overwritten_out_of_band_is_restored() {
     );
 }
 
+/// With no watch on its own key (watches fail), the registrar checks the
+/// key on a timer, and puts it back: also with a short TTL, whose renewals
+/// (every 2/3 s) come before the check is due. A review found the check
+/// re-armed on every renewal, and so never due with a TTL under 3 s.
+#[tokio::test(start_paused = true)]
+async fn a_key_deleted_while_watches_fail_is_restored_even_with_a_short_ttl() {
+    let (etcd, mut client) = fake().await;
+    let registration = Registrar::builder(client.clone(), "svc", "10.0.0.5:1")
+        .ttl(2)
+        .start();
+    let lease = live_again(&registration, None).await;
+
+    etcd.fail_always(Rpc::Watch, errors::no_leader());
+    etcd.end_watch_streams(errors::leader_changed());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.delete("svc/10.0.0.5:1", None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    assert_eq!(
+        stored(&client, "svc").await,
+        [("svc/10.0.0.5:1".to_owned(), lease)],
+        "put back while watches still fail"
+    );
+}
+
 /// Grants fail for a while (etcd unavailable): the registrar keeps trying
 /// with backoff and registers once they succeed.
 #[tokio::test(start_paused = true)]

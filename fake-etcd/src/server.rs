@@ -131,9 +131,10 @@ impl FakeEtcd {
     }
 
     /// The keys that start with `prefix`, with their values, as they were
-    /// at `revision` (0: now), in key order; read straight from the store,
-    /// past any injected fault or pause: for a test's assertions. `None` if
-    /// that revision is compacted or not written yet.
+    /// at `revision` (0 or less: now, as a range takes it), in key order;
+    /// read straight from the store, past any injected fault or pause: for
+    /// a test's assertions. `None` if that revision is compacted or not
+    /// written yet.
     ///
     /// # Example
     ///
@@ -161,7 +162,7 @@ impl FakeEtcd {
         let range = crate::mvcc::KeyRange::new(&prefix, &bytes::Bytes::from(end));
         let core = self.shared.lock();
         let store = &core.store;
-        let revision = if revision == 0 {
+        let revision = if revision <= 0 {
             store.revision()
         } else {
             revision
