@@ -32,7 +32,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use report::{Report, Row};
-use targets::Target;
+use targets::{Kind, Target};
 
 /// What the harness's functions fail with.
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -247,6 +247,15 @@ async fn main() -> Result<(), Error> {
         let (without, with) = scale::watchers_not_matched(&fake.client).await?;
         report.line(&format!("10,000 leases, each with a key, expired by one `advance`: {:.1} ms (every key gone, watchers told).", ms(expiry)));
         report.line(&format!("Put latency with no watcher and with 10,000 watchers on other keys (one stream): {:.3} ms and {:.3} ms ({:.2}x): a write looks up only the watchers whose key or prefix it matches.", ms(without), ms(with), ms(with) / ms(without)));
+    }
+
+    // Leave a shared etcd as it was found (the fakes go with the run).
+    for t in all.iter().filter(|t| t.kind == Kind::Etcd) {
+        let everything = etcd_client::DeleteOptions::new().with_prefix();
+        t.client
+            .clone()
+            .delete(prefix.as_str(), Some(everything))
+            .await?;
     }
 
     report.targets();

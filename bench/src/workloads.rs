@@ -51,13 +51,14 @@ pub(crate) async fn concurrent(
     put: bool,
 ) -> Result<f64, Error> {
     let tasks = 64;
+    let per_task = total / tasks;
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|task| {
             let mut client = t.client.clone();
             let prefix = prefix.to_owned();
             tokio::spawn(async move {
-                for i in 0..total / tasks {
+                for i in 0..per_task {
                     let key = format!("{prefix}conc/{task}/{}", i % 50);
                     if put {
                         client.put(key, "v", None).await?;
@@ -72,7 +73,7 @@ pub(crate) async fn concurrent(
     for handle in handles {
         handle.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok((per_task * tasks) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Median latency of a txn: compare a key's value and version, then put
@@ -168,17 +169,13 @@ pub(crate) async fn range_decode_only(
         range_end: range_end.into(),
         ..RangeRequest::default()
     };
-    let encoded =
-        t.kv.clone()
-            .range(request)
-            .await?
-            .into_inner()
-            .encode_to_vec();
+    let response = t.kv.clone().range(request).await?.into_inner();
+    let encoded = bytes::Bytes::from(response.encode_to_vec());
     let mut times = Vec::with_capacity(20);
     for _ in 0..20 {
+        let input = encoded.clone();
         let started = Instant::now();
-        let decoded =
-            etcd_proto::etcdserverpb::RangeResponse::decode(bytes::Bytes::from(encoded.clone()))?;
+        let decoded = etcd_proto::etcdserverpb::RangeResponse::decode(input)?;
         times.push(started.elapsed());
         if decoded.kvs.len() != keys {
             return Err("the decoded range lost keys".into());
@@ -257,14 +254,19 @@ pub(crate) async fn lease_expiry_scenario(t: &Target, prefix: &str) -> Result<Du
     let mut stream = client.watch(key.as_str(), None).await?;
     stream.message().await?;
     t.pass(Duration::from_secs(11)).await?;
-    loop {
-        let resp = stream.message().await?.ok_or("watch ended")?;
-        if resp
-            .events()
-            .iter()
-            .any(|e| e.event_type() == EventType::Delete)
-        {
-            return Ok(started.elapsed());
+    let delete = async {
+        loop {
+            let resp = stream.message().await?.ok_or("watch ended")?;
+            if resp
+                .events()
+                .iter()
+                .any(|e| e.event_type() == EventType::Delete)
+            {
+                return Ok::<_, Error>(started.elapsed());
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(30), delete)
+        .await
+        .map_err(|_| format!("{}: the lease did not expire within 30 s", t.name))?
 }
