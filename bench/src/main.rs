@@ -80,8 +80,8 @@ async fn main() -> Result<(), Error> {
     let args = Args::parse();
     let mut report = Report::new();
 
-    let (fake, fake_startup) = targets::fake_tcp().await?;
-    let (in_memory, _) = targets::fake_in_memory().await?;
+    let (fake, fake_startup) = targets::fake(false).await?;
+    let (in_memory, _) = targets::fake(true).await?;
     let mut all: Vec<Target> = vec![targets::floor().await?, fake, in_memory];
     let fake_bin = args.fake_bin.clone().or_else(default_fake_bin);
     let mut processes = Vec::new();
@@ -188,8 +188,8 @@ async fn main() -> Result<(), Error> {
         let mut tcp = Vec::new();
         let mut memory = Vec::new();
         for _ in 0..20 {
-            tcp.push(targets::fake_startup(false).await?);
-            memory.push(targets::fake_startup(true).await?);
+            tcp.push(targets::fake(false).await?.1);
+            memory.push(targets::fake(true).await?.1);
         }
         let mut row = Row::new("startup to first successful request (median)", "ms");
         row.push("fake", ms(workloads::median(&mut tcp)));

@@ -83,47 +83,31 @@ fn free_port() -> Result<u16, Error> {
         .port())
 }
 
-/// The fake in this process, reached over TCP; and how long from nothing
-/// to a first successful request.
-pub(crate) async fn fake_tcp() -> Result<(Target, Duration), Error> {
+/// The fake in this process, reached over TCP or over its in-process
+/// channel; and how long it took from nothing to a first successful
+/// request (the fake's startup).
+pub(crate) async fn fake(in_memory: bool) -> Result<(Target, Duration), Error> {
     let started = Instant::now();
     let fake = FakeEtcd::builder()
         .time(TimeSource::Virtual)
         .start()
         .await?;
-    let mut client = Client::connect([fake.endpoint()], None).await?;
+    let mut client = if in_memory {
+        let channel = etcd_client::Channel::Tonic(fake.in_process_channel());
+        Client::from_channel(channel, None).await?
+    } else {
+        Client::connect([fake.endpoint()], None).await?
+    };
     client.get("warm-up", None).await?;
     let startup = started.elapsed();
-    let kv = raw_kv(channel_to(&fake.endpoint()).await?);
+    let (name, kv) = if in_memory {
+        ("fake (in-memory)", raw_kv(fake.in_process_channel()))
+    } else {
+        ("fake", raw_kv(channel_to(&fake.endpoint()).await?))
+    };
     Ok((
         Target {
-            name: "fake",
-            kind: Kind::FakeInProcess,
-            client,
-            kv,
-            fake: Some(std::sync::Arc::new(fake)),
-            control: None,
-            pid: None,
-        },
-        startup,
-    ))
-}
-
-/// The fake in this process, reached over its in-process channel.
-pub(crate) async fn fake_in_memory() -> Result<(Target, Duration), Error> {
-    let started = Instant::now();
-    let fake = FakeEtcd::builder()
-        .time(TimeSource::Virtual)
-        .start()
-        .await?;
-    let channel = etcd_client::Channel::Tonic(fake.in_process_channel());
-    let mut client = Client::from_channel(channel, None).await?;
-    client.get("warm-up", None).await?;
-    let startup = started.elapsed();
-    let kv = raw_kv(fake.in_process_channel());
-    Ok((
-        Target {
-            name: "fake (in-memory)",
+            name,
             kind: Kind::FakeInProcess,
             client,
             kv,
@@ -264,24 +248,6 @@ pub(crate) async fn etcd_startup(path: &Path) -> Result<Duration, Error> {
     };
     let (_, startup) = first_success(&client_url, started).await?;
     Ok(startup)
-}
-
-/// The fake's own startup in this process: builder to first answer, over
-/// TCP or the in-process channel.
-pub(crate) async fn fake_startup(in_memory: bool) -> Result<Duration, Error> {
-    let started = Instant::now();
-    let fake = FakeEtcd::builder()
-        .time(TimeSource::Virtual)
-        .start()
-        .await?;
-    let mut client = if in_memory {
-        let channel = etcd_client::Channel::Tonic(fake.in_process_channel());
-        Client::from_channel(channel, None).await?
-    } else {
-        Client::connect([fake.endpoint()], None).await?
-    };
-    client.get("warm-up", None).await?;
-    Ok(started.elapsed())
 }
 
 /// One call to the binary's control API (plain HTTP/1.1).

@@ -1,11 +1,15 @@
 //! The binary: etcd's flags, the control API and `fake-etcd ctl`, as another
 //! language's test would use them.
 
+mod common;
+
+use common::put_on_new_lease;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::Client;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_fake-etcd");
 
@@ -73,11 +77,7 @@ async fn ctl_advances_virtual_time_and_injects_faults() {
     let members = client.member_list().await.unwrap();
     assert_eq!(members.members()[0].name(), "infra9");
 
-    let lease = client.lease_grant(30, None).await.unwrap().id();
-    client
-        .put("k", "v", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    put_on_new_lease(&mut client, "k", 30).await;
     let out = ctl(control_port, &["advance", "31s"]);
     assert!(
         out.status.success(),

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::connect;
+use common::{connect, put_on_new_lease};
 
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, GetOptions};
 use fake_etcd::{FakeEtcd, TimeSource};
 
 async fn count(client: &mut Client) -> usize {
@@ -84,11 +84,7 @@ async fn paused_member_answers_nothing_until_resumed() {
 async fn restart_keeps_data_breaks_streams_and_renews_leases() {
     let etcd = FakeEtcd::start().await.unwrap();
     let mut client = connect(&etcd).await;
-    let lease = client.lease_grant(10, None).await.unwrap().id();
-    client
-        .put("k-leased", "v", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    let lease = put_on_new_lease(&mut client, "k-leased", 10).await;
     client.put("k-plain", "v", None).await.unwrap();
     let revision = etcd.revision();
     let term = etcd.raft_term();

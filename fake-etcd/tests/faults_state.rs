@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::connect;
+use common::{connect, put_on_new_lease};
 
 use std::time::Duration;
 
@@ -94,11 +94,7 @@ async fn no_space_refuses_writes_until_disarmed() {
 async fn a_leader_change_bumps_the_term_and_renews_leases() {
     let etcd = FakeEtcd::start().await.unwrap();
     let mut client = connect(&etcd).await;
-    let lease = client.lease_grant(10, None).await.unwrap().id();
-    client
-        .put("k", "v", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    let lease = put_on_new_lease(&mut client, "k", 10).await;
     let mut watch = client.watch("k", None).await.unwrap();
     assert!(watch.message().await.unwrap().unwrap().created());
     let term = client.status().await.unwrap().raft_term();

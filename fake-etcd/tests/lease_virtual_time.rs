@@ -2,22 +2,17 @@
 
 mod common;
 
-use common::connect;
+use common::{connect, put_on_new_lease};
 
 use std::time::{Duration, Instant};
 
-use etcd_client::PutOptions;
 use fake_etcd::{FakeEtcd, TimeSource};
 
 #[tokio::test]
 async fn virtual_time_stands_still_until_advanced() {
     let etcd = FakeEtcd::start().await.unwrap();
     let mut client = connect(&etcd).await;
-    let lease = client.lease_grant(60, None).await.unwrap().id();
-    client
-        .put("k", "v", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    let lease = put_on_new_lease(&mut client, "k", 60).await;
 
     tokio::time::sleep(Duration::from_millis(20)).await;
     let info = etcd.lease(lease).unwrap();
@@ -41,15 +36,7 @@ async fn one_advance_expires_every_due_lease_in_deadline_order() {
     let mut client = connect(&etcd).await;
     let mut leases = Vec::new();
     for ttl in [30, 10, 20] {
-        let id = client.lease_grant(ttl, None).await.unwrap().id();
-        client
-            .put(
-                format!("k{ttl}"),
-                "v",
-                Some(PutOptions::new().with_lease(id)),
-            )
-            .await
-            .unwrap();
+        let id = put_on_new_lease(&mut client, format!("k{ttl}"), ttl).await;
         leases.push(id);
     }
     let before = etcd.revision();
@@ -72,11 +59,7 @@ async fn one_advance_expires_every_due_lease_in_deadline_order() {
 async fn expire_lease_acts_now() {
     let etcd = FakeEtcd::start().await.unwrap();
     let mut client = connect(&etcd).await;
-    let lease = client.lease_grant(3600, None).await.unwrap().id();
-    client
-        .put("k", "v", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    let lease = put_on_new_lease(&mut client, "k", 3600).await;
     assert!(etcd.expire_lease(lease));
     assert!(!etcd.expire_lease(lease));
     assert!(client.get("k", None).await.unwrap().kvs().is_empty());
@@ -96,11 +79,7 @@ async fn tokio_time_drives_leases_and_client_timers_together() {
         .await
         .unwrap();
     let mut client = connect(&etcd).await;
-    let lease = client.lease_grant(10, None).await.unwrap().id();
-    client
-        .put("k", "v", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    let lease = put_on_new_lease(&mut client, "k", 10).await;
     let (mut keeper, mut responses) = client.lease_keep_alive(lease).await.unwrap();
 
     let wall = Instant::now();
@@ -135,11 +114,7 @@ async fn real_time_expires_leases_by_itself() {
         .unwrap();
     let mut client = connect(&etcd).await;
     // etcd's minimum TTL is 2 s, so this test waits that long.
-    let lease = client.lease_grant(2, None).await.unwrap().id();
-    client
-        .put("k", "v", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    put_on_new_lease(&mut client, "k", 2).await;
     tokio::time::sleep(Duration::from_millis(2300)).await;
     assert!(client.get("k", None).await.unwrap().kvs().is_empty());
 }
@@ -152,15 +127,7 @@ async fn virtual_time_is_deterministic() {
         let mut client = connect(&etcd).await;
         let mut trace = Vec::new();
         for step in 0..20i64 {
-            let id = client.lease_grant(2 + step % 7, None).await.unwrap().id();
-            client
-                .put(
-                    format!("k{step}"),
-                    "v",
-                    Some(PutOptions::new().with_lease(id)),
-                )
-                .await
-                .unwrap();
+            let id = put_on_new_lease(&mut client, format!("k{step}"), 2 + step % 7).await;
             etcd.advance(Duration::from_millis(700 * (step as u64 % 5)))
                 .await;
             let live = client

@@ -23,3 +23,11 @@ pub async fn connect_in_process(etcd: &FakeEtcd) -> Client {
     let channel = etcd_client::Channel::Tonic(etcd.in_process_channel());
     Client::from_channel(channel, None).await.unwrap()
 }
+
+/// Grants a lease of `ttl` seconds and puts `key` on it; the lease's ID.
+pub async fn put_on_new_lease(client: &mut Client, key: impl Into<Vec<u8>>, ttl: i64) -> i64 {
+    let lease = client.lease_grant(ttl, None).await.unwrap().id();
+    let attach = etcd_client::PutOptions::new().with_lease(lease);
+    client.put(key, "v", Some(attach)).await.unwrap();
+    lease
+}
