@@ -242,12 +242,14 @@ pub(crate) async fn etcd_startup(path: &Path) -> Result<Duration, Error> {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let _process = Process {
+    let mut process = Process {
         child,
         _data: Some(data),
     };
-    let (_, startup) = first_success(&client_url, started).await?;
-    Ok(startup)
+    let result = first_success(&client_url, started).await;
+    // Gone before its data directory is removed (when `process` drops).
+    let _ = process.child.kill().await;
+    Ok(result?.1)
 }
 
 /// One call to the binary's control API (plain HTTP/1.1).

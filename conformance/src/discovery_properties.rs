@@ -472,13 +472,8 @@ async fn connect_world(seed: u64, profile: Profile) -> Result<(World, Client), S
         Target::Real(endpoints) => endpoints[0].as_str(),
         Target::Fake => return Err("the real profile needs a real etcd".to_owned()),
     };
-    let upstream = tokio::net::lookup_host(endpoint.trim_start_matches("http://"))
-        .await
-        .map_err(|e| format!("{endpoint}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{endpoint}: no address"))?;
-    let registrars = Bridge::start(upstream).await.map_err(|e| e.to_string())?;
-    let resolvers = Bridge::start(upstream).await.map_err(|e| e.to_string())?;
+    let registrars = crate::bridge_to(endpoint).await?;
+    let resolvers = crate::bridge_to(endpoint).await?;
     let connect = |endpoint: String| async move {
         Client::connect([endpoint], None)
             .await

@@ -81,6 +81,23 @@ impl Target {
     }
 }
 
+/// Starts a [`Bridge`](fake_etcd::Bridge) in front of the etcd at
+/// `endpoint` (`http://host:port`, as in [`ENDPOINTS_VAR`]).
+///
+/// # Errors
+///
+/// If the host does not resolve or no loopback port can be bound.
+pub async fn bridge_to(endpoint: &str) -> Result<fake_etcd::Bridge, String> {
+    let upstream = tokio::net::lookup_host(endpoint.trim_start_matches("http://"))
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{endpoint}: no address"))?;
+    fake_etcd::Bridge::start(upstream)
+        .await
+        .map_err(|e| format!("a bridge to {endpoint}: {e}"))
+}
+
 /// Serializes scenarios that compact (exclusive) against every other
 /// scenario (shared), since compaction trims history for everyone.
 static HISTORY: RwLock<()> = RwLock::const_new(());

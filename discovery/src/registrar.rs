@@ -261,12 +261,8 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         // Deregistering needs etcd; drop only stops renewing, and the TTL
-        // removes the key.
-        if !self.task.is_finished()
-            && !matches!(*self.state.borrow(), RegistrationState::Deregistered)
-        {
-            self.task.abort();
-        }
+        // removes the key. (Aborting a finished task does nothing.)
+        self.task.abort();
     }
 }
 
@@ -287,6 +283,14 @@ enum Outcome {
     Deregistered,
 }
 
+impl Outcome {
+    /// No renewal came back before the lease's deadline: etcd may have
+    /// expired it, so it counts as lost.
+    fn deadline_passed() -> Self {
+        Self::Lost("no renewal before the lease's deadline".into())
+    }
+}
+
 impl Task {
     async fn run(mut self) {
         loop {
@@ -297,7 +301,7 @@ impl Task {
                     self.state.send_replace(RegistrationState::Lost {
                         reason: err.to_string(),
                     });
-                    if self.wait_or_command(None).await {
+                    if self.wait_or_command().await {
                         return;
                     }
                     continue;
@@ -311,7 +315,7 @@ impl Task {
                     // Best effort: the old lease must not keep a copy alive.
                     let limit = self.call_limit();
                     let _ = bounded(limit, self.client.lease_revoke(lease)).await;
-                    if self.wait_or_command(None).await {
+                    if self.wait_or_command().await {
                         return;
                     }
                 }
@@ -319,9 +323,9 @@ impl Task {
         }
     }
 
-    /// Sleeps for the next backoff delay while answering commands; returns
-    /// `true` if deregistered meanwhile.
-    async fn wait_or_command(&mut self, lease: Option<i64>) -> bool {
+    /// Sleeps for the next backoff delay while answering commands (with no
+    /// lease held); returns `true` if deregistered meanwhile.
+    async fn wait_or_command(&mut self) -> bool {
         let sleep = tokio::time::sleep(self.backoff.next_delay());
         tokio::pin!(sleep);
         loop {
@@ -330,7 +334,7 @@ impl Task {
                 () = &mut sleep => return false,
                 command = self.commands.recv() => match command {
                     None => return false,
-                    Some(command) => if self.handle(command, lease).await { return true },
+                    Some(command) => if self.handle(command, None).await { return true },
                 }
             }
         }
@@ -342,14 +346,7 @@ impl Task {
         let lease = bounded(limit, self.client.lease_grant(self.ttl, None))
             .await?
             .id();
-        let value = self.codec.encode(&self.endpoint);
-        let limit = self.call_limit();
-        let put = self.client.put(
-            self.key.as_str(),
-            value,
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        if let Err(err) = bounded(limit, put).await {
+        if let Err(err) = self.put(lease).await {
             let _ = bounded(limit, self.client.lease_revoke(lease)).await;
             return Err(err);
         }
@@ -413,7 +410,7 @@ impl Task {
 
     /// Keeps `lease` alive until it is lost or the instance deregisters.
     async fn keep_alive(&mut self, lease: i64) -> Outcome {
-        let ttl = Duration::from_secs(self.ttl.max(2) as u64);
+        let ttl = self.call_limit();
         let mut deadline = Instant::now() + ttl;
         let interval = ttl / 3;
         let mut next_renewal = Instant::now() + interval;
@@ -433,7 +430,7 @@ impl Task {
                 let opened =
                     tokio::time::timeout_at(deadline, self.client.lease_keep_alive(lease)).await;
                 let Ok(opened) = opened else {
-                    return Outcome::Lost("no renewal before the lease's deadline".into());
+                    return Outcome::deadline_passed();
                 };
                 match opened {
                     Ok(pair) => keeper = Some(pair),
@@ -450,7 +447,7 @@ impl Task {
                 }
             }
             if Instant::now() >= deadline {
-                return Outcome::Lost("no renewal before the lease's deadline".into());
+                return Outcome::deadline_passed();
             }
             let own_value = self.codec.encode(&self.endpoint);
             tokio::select! {
@@ -483,14 +480,14 @@ impl Task {
                                 keeper = None;
                                 next_renewal = (Instant::now() + self.backoff.next_delay()).min(deadline);
                             }
-                            Err(_) => return Outcome::Lost("no renewal before the lease's deadline".into()),
+                            Err(_) => return Outcome::deadline_passed(),
                         }
                     } else {
                         next_renewal = (Instant::now() + self.backoff.next_delay()).min(deadline);
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Outcome::Lost("no renewal before the lease's deadline".into());
+                    return Outcome::deadline_passed();
                 }
                 changed = next_own_key_change(&mut own_key, recheck_at, &own_value, lease) => {
                     match changed {

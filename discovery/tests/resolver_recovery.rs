@@ -176,7 +176,13 @@ async fn periodic_resync_replaces_the_snapshot() {
         .start();
     settle(&resolver, &["10.0.0.1:1"]).await;
     let before = resolver.snapshot().revision;
+    // A write outside the service: the watch says nothing of it, and the
+    // fake's progress notifications are 10 minutes apart, so only a
+    // re-list can bring the snapshot to its revision.
+    let outside = client.put("other/x", "1", None).await.unwrap();
+    let outside = outside.header().unwrap().revision();
     tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(resolver.snapshot().revision, outside, "re-listed");
     client
         .put("svc/b", go_value("10.0.0.2:1"), None)
         .await

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connect, put_on_new_lease};
+use common::{connect, put_on_new_lease, status_of};
 
 use std::time::Duration;
 
@@ -45,19 +45,14 @@ async fn no_space_refuses_writes_until_disarmed() {
     client.put("kept", "v", None).await.unwrap();
     etcd.raise_no_space();
 
-    let err = client.put("k", "v", None).await.unwrap_err();
-    match err {
-        etcd_client::Error::GRpcStatus(s) => {
-            assert_eq!(
-                (s.code(), s.message()),
-                (
-                    Code::ResourceExhausted,
-                    "etcdserver: mvcc: database space exceeded"
-                )
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let s = status_of(client.put("k", "v", None).await.unwrap_err());
+    assert_eq!(
+        (s.code(), s.message()),
+        (
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded"
+        )
+    );
     assert!(
         client.lease_grant(10, None).await.is_err(),
         "a grant needs space too"

@@ -11,13 +11,7 @@ use fake_etcd::Bridge;
 use crate::Scenario;
 
 async fn bridge(s: &Scenario) -> Bridge {
-    let upstream = s.endpoints()[0].trim_start_matches("http://").to_owned();
-    let addr = tokio::net::lookup_host(upstream)
-        .await
-        .unwrap()
-        .next()
-        .expect("an address");
-    Bridge::start(addr).await.expect("bridge")
+    crate::bridge_to(&s.endpoints()[0]).await.expect("bridge")
 }
 
 async fn through(bridge: &Bridge, timeout: Option<Duration>) -> Client {
