@@ -26,9 +26,9 @@ pub(crate) type Outbox = mpsc::Sender<Result<WatchResponse, Status>>;
 /// `watchBatchMaxRevs`).
 const MAX_REVISIONS_PER_BATCH: i64 = 1000;
 
-/// A response this large (etcd's max request bytes plus gRPC overhead) is
-/// split when its watcher asked for fragments.
-const FRAGMENT_BYTES: usize = 1_572_864 + 512 * 1024;
+/// A response this large (etcd's max request bytes plus gRPC overhead, its
+/// receive limit) is split when its watcher asked for fragments.
+const FRAGMENT_BYTES: usize = crate::service::limits::MAX_RECV_BYTES;
 
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
