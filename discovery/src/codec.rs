@@ -40,13 +40,10 @@ impl Endpoint {
     }
 }
 
-/// A layout of instances in etcd.
+/// A layout of instance values in etcd. Keys are always
+/// `<service>/<instance id>` (the prefix the resolver lists and watches, as
+/// Go's resolver does); a codec chooses the ID's meaning and the value.
 pub trait Codec: Send + Sync + std::fmt::Debug + 'static {
-    /// The key of `instance_id` in `service`.
-    fn key(&self, service: &str, instance_id: &str) -> String {
-        format!("{service}/{instance_id}")
-    }
-
     /// The value stored for an instance.
     fn encode(&self, endpoint: &Endpoint) -> Vec<u8>;
 
@@ -55,8 +52,13 @@ pub trait Codec: Send + Sync + std::fmt::Debug + 'static {
     fn decode(&self, service: &str, key: &[u8], value: &[u8]) -> Option<Endpoint>;
 }
 
+/// The key of instance `id` of `service`: `<service>/<id>`.
+pub(crate) fn instance_key(service: &str, id: &str) -> String {
+    format!("{service}/{id}")
+}
+
 /// The instance ID in a key `<service>/<id>`.
-fn instance_id(service: &str, key: &[u8]) -> Option<String> {
+pub(crate) fn instance_id(service: &str, key: &[u8]) -> Option<String> {
     let key = std::str::from_utf8(key).ok()?;
     key.strip_prefix(service)?
         .strip_prefix('/')

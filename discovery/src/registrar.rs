@@ -144,7 +144,7 @@ impl RegistrarBuilder {
     pub fn start(self) -> Registration {
         let (state_tx, state_rx) = watch::channel(RegistrationState::Registering);
         let (commands, command_rx) = mpsc::channel(8);
-        let key = self.codec.key(&self.service, &self.endpoint.id);
+        let key = crate::codec::instance_key(&self.service, &self.endpoint.id);
         let seed = self.seed.unwrap_or_else(random_seed);
         let task = Task {
             client: self.client,

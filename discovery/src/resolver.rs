@@ -364,10 +364,8 @@ impl Run {
                             }
                         }
                         EventType::Delete => {
-                            if let Ok(key) = std::str::from_utf8(kv.key()) {
-                                if let Some(id) = key.strip_prefix(&self.prefix) {
-                                    snapshot.endpoints.remove(id);
-                                }
+                            if let Some(id) = crate::codec::instance_id(&self.service, kv.key()) {
+                                snapshot.endpoints.remove(&id);
                             }
                         }
                     }
