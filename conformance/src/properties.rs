@@ -91,25 +91,49 @@ pub fn watch_guarantees(cases: u32) {
     } else {
         cases.clamp(1, 4)
     };
+    let result = run_seeded(cases, &schedule(24), false, |steps, _| {
+        check_schedule(steps)
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
+
+/// Runs `check` on `cases` values of `strategy` (`PROPTEST_CASES`
+/// overrides the count, for a longer hunt), each on a fresh current-thread
+/// runtime, paused if asked. The runner is seeded from [`SEED_VAR`] (or the
+/// clock), and `check` gets the seed too; a failure comes back with the
+/// shrunk value and the seed that replays the run.
+///
+/// # Errors
+///
+/// The shrunk failure, with how to replay it.
+pub fn run_seeded<S, F, Fut>(cases: u32, strategy: &S, paused: bool, check: F) -> Result<(), String>
+where
+    S: Strategy,
+    F: Fn(S::Value, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let (mut runner, seed) = seeded_runner(cases);
-    let result = runner.run(&schedule(24), |steps| {
+    let result = runner.run(strategy, |value| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(paused)
             .build()
             .expect("runtime");
         runtime
-            .block_on(check_schedule(steps))
+            .block_on(check(value, seed))
             .map_err(TestCaseError::fail)
     });
-    if let Err(failure) = result {
-        panic!("{failure}\nnote: rerun with {SEED_VAR}={seed} to replay this run");
-    }
+    result.map_err(|failure| {
+        format!("{failure}\nnote: rerun with {SEED_VAR}={seed} to replay this run")
+    })
 }
 
 /// A proptest runner seeded from [`SEED_VAR`] (or the clock), and its
 /// seed, so a failing run can be replayed exactly. `PROPTEST_CASES`
 /// overrides the number of cases.
-pub fn seeded_runner(cases: u32) -> (TestRunner, u64) {
+fn seeded_runner(cases: u32) -> (TestRunner, u64) {
     let seed: u64 = std::env::var(SEED_VAR)
         .ok()
         .and_then(|s| s.parse().ok())

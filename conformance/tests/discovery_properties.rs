@@ -6,12 +6,7 @@
 
 #[test]
 fn registrar_and_resolver_converge_after_random_faults() {
-    let cases = if conformance::Target::current().is_fake() {
-        256
-    } else {
-        3
-    };
-    conformance::discovery_properties::registrar_and_resolver_converge(cases);
+    conformance::discovery_properties::registrar_and_resolver_converge(256);
 }
 
 /// With virtual time a schedule replays exactly: the same steps and seed
