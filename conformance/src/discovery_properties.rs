@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use discovery::{Codec, Endpoint, GoNaming, Registrar, Registration, Resolver, Snapshot};
 use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_grpc_discovery::{Codec, Endpoint, GoNaming, Registrar, Registration, Resolver, Snapshot};
 use fake_etcd::{errors, Bridge, FakeEtcd, Rpc, TimeSource};
 use proptest::prelude::*;
 use proptest::strategy::Union;
@@ -232,17 +232,252 @@ pub fn registrar_and_resolver_converge(cases: u32) {
     }
 }
 
+/// The resolver a case drives: the library's, or one flawed on purpose.
+enum AnyResolver {
+    Correct(Resolver),
+    Flawed(flawed::FlawedResolver),
+}
+
+impl AnyResolver {
+    fn snapshot(&self) -> Snapshot {
+        self.subscribe().borrow().clone()
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<Snapshot> {
+        match self {
+            Self::Correct(resolver) => resolver.subscribe(),
+            Self::Flawed(resolver) => resolver.subscribe(),
+        }
+    }
+}
+
+/// Resolvers with a classic bug built in, to show that the property
+/// catches each bug class. They are test support, so they live here and
+/// not in the library: a plain list-then-watch loop on etcd-client and the
+/// public [`GoNaming`] codec, correct but for its one flaw.
+mod flawed {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+    use etcd_grpc_discovery::{Codec, Endpoint, GoNaming, Snapshot};
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+
+    /// The bug a [`FlawedResolver`] has.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Flaw {
+        /// On listing again it merges into the old snapshot instead of
+        /// replacing it, so instances deleted during a watch gap stay.
+        MergeOnRelist,
+        /// On an error it empties its snapshot, so every client loses
+        /// every instance while etcd still has them.
+        ClearOnError,
+    }
+
+    /// A resolver with a [`Flaw`]; dropping it stops it.
+    pub(super) struct FlawedResolver {
+        snapshot: watch::Receiver<Snapshot>,
+        task: JoinHandle<()>,
+    }
+
+    impl FlawedResolver {
+        pub(super) fn start(
+            client: Client,
+            service: &str,
+            flaw: Flaw,
+            backoff_max: Duration,
+        ) -> Self {
+            let (tx, snapshot) = watch::channel(Snapshot::default());
+            let task = tokio::spawn(run(client, service.to_owned(), flaw, tx, backoff_max));
+            Self { snapshot, task }
+        }
+
+        pub(super) fn subscribe(&self) -> watch::Receiver<Snapshot> {
+            self.snapshot.clone()
+        }
+    }
+
+    impl Drop for FlawedResolver {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// Lists `<service>/`, then watches from the next revision; lists again
+    /// when the history is compacted, resumes the watch after any other
+    /// end, with a doubling delay between failures.
+    async fn run(
+        mut client: Client,
+        service: String,
+        flaw: Flaw,
+        tx: watch::Sender<Snapshot>,
+        backoff_max: Duration,
+    ) {
+        let prefix = format!("{service}/");
+        let first_delay = Duration::from_millis(50);
+        let mut delay = first_delay;
+        let decode = |key: &[u8], value: &[u8]| GoNaming.decode(&service, key, value);
+        'list: loop {
+            let listed = match client
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+                .await
+            {
+                Ok(listed) => listed,
+                Err(_) => {
+                    failed(&tx, flaw);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(backoff_max);
+                    continue;
+                }
+            };
+            let mut revision = listed.header().map_or(0, |h| h.revision());
+            let endpoints: BTreeMap<String, Endpoint> = listed
+                .kvs()
+                .iter()
+                .filter_map(|kv| decode(kv.key(), kv.value()))
+                .map(|e| (e.id.clone(), e))
+                .collect();
+            tx.send_modify(|snapshot| {
+                match flaw {
+                    // The flaw: instances missing from the new list stay.
+                    Flaw::MergeOnRelist => snapshot.endpoints.extend(endpoints),
+                    Flaw::ClearOnError => snapshot.endpoints = endpoints,
+                }
+                snapshot.revision = revision;
+                snapshot.synced = true;
+                snapshot.stale = false;
+            });
+            loop {
+                let options = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1);
+                if let Ok(mut stream) = client.watch(prefix.as_str(), Some(options)).await {
+                    while let Ok(Some(resp)) = stream.message().await {
+                        let header_revision = resp.header().map_or(0, |h| h.revision());
+                        if resp.compact_revision() != 0 || header_revision < revision {
+                            continue 'list;
+                        }
+                        if resp.canceled() {
+                            break;
+                        }
+                        if resp.created() {
+                            delay = first_delay;
+                            tx.send_if_modified(|s| std::mem::replace(&mut s.stale, false));
+                            continue;
+                        }
+                        tx.send_modify(|snapshot| {
+                            for event in resp.events() {
+                                let Some(kv) = event.kv() else { continue };
+                                revision = revision.max(kv.mod_revision());
+                                match event.event_type() {
+                                    EventType::Put => {
+                                        if let Some(e) = decode(kv.key(), kv.value()) {
+                                            snapshot.endpoints.insert(e.id.clone(), e);
+                                        }
+                                    }
+                                    EventType::Delete => {
+                                        let id = kv.key().strip_prefix(prefix.as_bytes());
+                                        if let Some(id) =
+                                            id.and_then(|id| std::str::from_utf8(id).ok())
+                                        {
+                                            snapshot.endpoints.remove(id);
+                                        }
+                                    }
+                                }
+                            }
+                            revision = revision.max(header_revision);
+                            snapshot.revision = revision;
+                            snapshot.stale = false;
+                        });
+                    }
+                }
+                failed(&tx, flaw);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(backoff_max);
+            }
+        }
+    }
+
+    /// A call or the watch failed: mark the snapshot stale, and (the other
+    /// flaw) empty it.
+    fn failed(tx: &watch::Sender<Snapshot>, flaw: Flaw) {
+        tx.send_modify(|snapshot| {
+            if flaw == Flaw::ClearOnError {
+                snapshot.endpoints.clear();
+            }
+            snapshot.stale = true;
+        });
+    }
+}
+
 /// Which resolver the property drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// The real one.
     Correct,
     /// One that merges on re-listing instead of replacing (a known bug
-    /// class), to show the property catches it.
+    /// class), to show the property catches it (built here, not in the
+    /// library).
     MergesOnRelist,
     /// One that empties its snapshot on errors (another known bug class),
     /// to show the property catches flapping to an empty set.
     ClearsOnError,
+}
+
+/// Writes a line to the process's standard error directly. `eprintln!`
+/// would be captured by the test harness and shown only for a failing
+/// test; what this says must be seen in a passing run too.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    // Nothing better to do if stderr is gone.
+    let _ = writeln!(stderr, "{line}");
+}
+
+/// The tests that run only on the fake (they replay schedules in virtual
+/// time, inject errors or restart etcd). On a real etcd each one calls
+/// [`skip_unless_fake`], which says so, and the last to skip prints the
+/// count.
+pub const FAKE_ONLY_TESTS: [&str; 7] = [
+    "a_schedule_replays_identically_from_its_seed",
+    "regression_key_deleted_during_a_watch_outage_is_restored",
+    "an_overwritten_key_of_an_instance_that_dies_goes_away",
+    "a_resolver_that_merges_on_relist_is_caught",
+    "a_resolver_that_empties_on_errors_is_caught",
+    "a_death_in_a_watch_gap_is_seen_only_by_replacing",
+    "regression_a_failed_restore_is_retried",
+];
+
+/// Whether the fake-only test `name` must skip (the target is a real
+/// etcd). A skip is never silent: it prints `SKIPPED: <name>: <why>`, past
+/// the harness's capture, and the last of [`FAKE_ONLY_TESTS`] to skip
+/// prints how many did.
+///
+/// # Panics
+///
+/// If `name` is not in [`FAKE_ONLY_TESTS`] (on any target, so the list
+/// cannot fall behind the tests).
+pub fn skip_unless_fake(name: &str) -> bool {
+    static SKIPPED: AtomicU64 = AtomicU64::new(0);
+    assert!(
+        FAKE_ONLY_TESTS.contains(&name),
+        "{name} must be listed in FAKE_ONLY_TESTS"
+    );
+    if Target::current().is_fake() {
+        return false;
+    }
+    say(&format!(
+        "SKIPPED: {name}: runs only on the fake (ETCD_ENDPOINTS names a real etcd)"
+    ));
+    let skipped = SKIPPED.fetch_add(1, Ordering::SeqCst) + 1;
+    if skipped == FAKE_ONLY_TESTS.len() as u64 {
+        say(&format!(
+            "SKIPPED: {skipped} of the discovery property tests, which run only on the fake: {}",
+            FAKE_ONLY_TESTS.join(", ")
+        ));
+    }
+    true
 }
 
 /// Runs the property against [`Target::current`]; `Err` holds the shrunk
@@ -254,10 +489,10 @@ pub enum Variant {
 pub fn run_property(cases: u32, variant: Variant) -> Result<(), String> {
     let profile = Profile::current();
     if !profile.left_out().is_empty() {
-        eprintln!(
+        say(&format!(
             "discovery property on a real etcd: left out (fake only): {}",
             profile.left_out().join(", ")
-        );
+        ));
     }
     crate::properties::run_seeded(
         cases,
@@ -714,7 +949,7 @@ impl World {
     /// What keeps the world from having converged, if anything: every
     /// running registrar live, etcd holding one key per running instance
     /// and no other, every resolver seeing exactly those, and not stale.
-    async fn divergence(&self, resolvers: &[Resolver]) -> Option<String> {
+    async fn divergence(&self, resolvers: &[AnyResolver]) -> Option<String> {
         let live = self.live();
         for (i, registration) in &self.running {
             if !registration.state().is_live() {
@@ -826,19 +1061,29 @@ async fn check(
     let (mut world, resolver_client) = connect_world(seed, profile).await?;
     let trace = world.trace.clone();
     let service = world.service.clone();
-    let start_resolver = |generation: u64| {
-        let builder = Resolver::builder(resolver_client.clone(), service.as_str())
-            .seed(seed.wrapping_add(100 + generation))
-            .backoff(Duration::from_millis(50), profile.backoff_max);
-        match variant {
-            Variant::Correct => builder.start(),
-            Variant::MergesOnRelist => builder.broken_merge_on_relist().start(),
-            Variant::ClearsOnError => builder.broken_clear_on_error().start(),
-        }
+    let start_resolver = |generation: u64| match variant {
+        Variant::Correct => AnyResolver::Correct(
+            Resolver::builder(resolver_client.clone(), service.as_str())
+                .seed(seed.wrapping_add(100 + generation))
+                .backoff(Duration::from_millis(50), profile.backoff_max)
+                .start(),
+        ),
+        Variant::MergesOnRelist => AnyResolver::Flawed(flawed::FlawedResolver::start(
+            resolver_client.clone(),
+            &service,
+            flawed::Flaw::MergeOnRelist,
+            profile.backoff_max,
+        )),
+        Variant::ClearsOnError => AnyResolver::Flawed(flawed::FlawedResolver::start(
+            resolver_client.clone(),
+            &service,
+            flawed::Flaw::ClearOnError,
+            profile.backoff_max,
+        )),
     };
     let reader = world.reader.clone();
     let failures = Failures::default();
-    let watch_resolver = |r: usize, resolver: &Resolver| {
+    let watch_resolver = |r: usize, resolver: &AnyResolver| {
         tokio::spawn(monitor(
             reader.clone(),
             r,
@@ -847,7 +1092,7 @@ async fn check(
             Arc::clone(&failures),
         ))
     };
-    let mut resolvers: Vec<Resolver> = (0..RESOLVERS).map(start_resolver).collect();
+    let mut resolvers: Vec<AnyResolver> = (0..RESOLVERS).map(start_resolver).collect();
     let mut monitors: Vec<_> = resolvers
         .iter()
         .enumerate()

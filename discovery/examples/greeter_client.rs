@@ -2,7 +2,7 @@
 //! over them; stop a server and it leaves the rotation.
 //!
 //! ```sh
-//! cargo run -p discovery --example greeter_client -- 20
+//! cargo run -p etcd-grpc-discovery --example greeter_client -- 20
 //! ```
 //!
 //! `ETCD_ENDPOINTS` (default `http://127.0.0.1:2379`) says where etcd is;
@@ -10,15 +10,11 @@
 
 use std::time::Duration;
 
-use discovery::balance::{BalancedChannel, WhenEmpty};
-use discovery::{service_of_target, Resolver};
+use etcd_grpc_discovery::balance::{BalancedChannel, WhenEmpty};
+use etcd_grpc_discovery::{service_of_target, Resolver};
 
-#[allow(clippy::all, missing_docs, unreachable_pub)]
-mod hello {
-    tonic::include_proto!("hello");
-}
-use hello::greeter_client::GreeterClient;
-use hello::HelloRequest;
+use discovery_test_greeter::hello::greeter_client::GreeterClient;
+use discovery_test_greeter::hello::HelloRequest;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,8 +2,8 @@
 //!
 //! ```sh
 //! cargo run -p fake-etcd &                       # or any etcd
-//! cargo run -p discovery --example greeter_server -- 127.0.0.1:50051
-//! cargo run -p discovery --example greeter_server -- 127.0.0.1:50052
+//! cargo run -p etcd-grpc-discovery --example greeter_server -- 127.0.0.1:50051
+//! cargo run -p etcd-grpc-discovery --example greeter_server -- 127.0.0.1:50052
 //! ```
 //!
 //! `ETCD_ENDPOINTS` (default `http://127.0.0.1:2379`) says where etcd is.
@@ -11,31 +11,8 @@
 
 use std::net::SocketAddr;
 
-use discovery::Registrar;
-use tonic::{Request, Response, Status};
-
-#[allow(clippy::all, missing_docs, unreachable_pub)]
-mod hello {
-    tonic::include_proto!("hello");
-}
-use hello::greeter_server::{Greeter, GreeterServer};
-use hello::{HelloReply, HelloRequest};
-
-struct Server(String);
-
-#[tonic::async_trait]
-impl Greeter for Server {
-    async fn say_hello(
-        &self,
-        request: Request<HelloRequest>,
-    ) -> Result<Response<HelloReply>, Status> {
-        let name = request.into_inner().name;
-        Ok(Response::new(HelloReply {
-            message: format!("hello {name}"),
-            server: self.0.clone(),
-        }))
-    }
-}
+use discovery_test_greeter::NamedGreeter;
+use etcd_grpc_discovery::Registrar;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("serving on {addr}, registering as {}", registration.key());
 
     tonic::transport::Server::builder()
-        .add_service(GreeterServer::new(Server(addr.to_string())))
+        .add_service(NamedGreeter::new(addr.to_string()).into_service())
         .serve_with_shutdown(addr, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -50,8 +50,8 @@ pub enum WhenEmpty {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let etcd = fake_etcd::FakeEtcd::start().await?;
 /// # let client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
-/// use discovery::balance::{BalancedChannel, WhenEmpty};
-/// use discovery::Resolver;
+/// use etcd_grpc_discovery::balance::{BalancedChannel, WhenEmpty};
+/// use etcd_grpc_discovery::Resolver;
 ///
 /// let resolver = Resolver::builder(client, "greeter").start();
 /// let channel = BalancedChannel::new(&resolver, WhenEmpty::FailFast);
@@ -250,7 +250,7 @@ impl InstanceRouter {
 /// # Example
 ///
 /// ```
-/// use discovery::{balance::pick_weighted, Endpoint, Snapshot};
+/// use etcd_grpc_discovery::{balance::pick_weighted, Endpoint, Snapshot};
 ///
 /// let mut snapshot = Snapshot::default();
 /// for (id, weight) in [("a", 1), ("b", 3)] {

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::go_json::to_go_json;
+use crate::go_json::{self, to_go_json};
 
 /// One instance of a service, as registered in etcd.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,16 +69,19 @@ pub(crate) fn instance_id(service: &str, key: &[u8]) -> Option<String> {
 /// `{"Op":0,"Addr":"host:port","Metadata":<json>}` as Go's `encoding/json`
 /// writes it.
 ///
-/// Reading follows Go's reader: field names match case-insensitively,
-/// unknown fields are ignored, `Op` must be a whole number from 0 to 255
-/// (and is otherwise ignored: every put is an add), and a value that is not
-/// such JSON is skipped. Unlike Go, an empty `Addr` is skipped too: it cannot
-/// be dialed.
+/// Reading follows Go's reader (`encoding/json` into
+/// `Update{Op uint8; Addr string; Metadata any}`): field names match
+/// case-insensitively and the last of several matches wins, unknown fields
+/// are ignored, `null` leaves `Op` and `Addr` as they were, `Op` must be a
+/// whole number from 0 to 255 (and is otherwise ignored: every put is an
+/// add), invalid UTF-8 and lone surrogate escapes in strings read as
+/// U+FFFD, and a value that is not such JSON is skipped. Unlike Go, an empty
+/// `Addr` is skipped too: it cannot be dialed.
 ///
 /// # Example
 ///
 /// ```
-/// use discovery::{Codec, Endpoint, GoNaming};
+/// use etcd_grpc_discovery::{Codec, Endpoint, GoNaming};
 ///
 /// let endpoint = Endpoint {
 ///     id: "10.0.0.1:50051".into(),
@@ -106,42 +109,42 @@ impl Codec for GoNaming {
 
     fn decode(&self, service: &str, key: &[u8], value: &[u8]) -> Option<Endpoint> {
         let id = instance_id(service, key)?;
-        let Value::Object(fields) = serde_json::from_slice::<Value>(value).ok()? else {
-            return None;
-        };
-        let field = |name: &str| go_field(&fields, name);
-        if let Some(op) = field("op") {
-            // Go unmarshals Op into a uint8: anything else is an error.
-            op.as_u64().filter(|op| *op <= 255)?;
+        // Go unmarshals into `Update{Op uint8; Addr string; Metadata any}`,
+        // applying the members in document order: each name matches a field
+        // case-insensitively (an exact match is preferred only between
+        // fields that differ in case alone, and `Update` has none), so of
+        // several members for one field the last wins. Go folds names with
+        // Unicode simple folding, but no non-ASCII letter folds to a letter
+        // of these three names, so ASCII folding is the same here.
+        let mut addr = String::new();
+        let mut metadata = Value::Null;
+        for (name, member) in go_json::object_members(value)? {
+            if name.eq_ignore_ascii_case("op") {
+                match member {
+                    // Null leaves a non-pointer field as it was (zero).
+                    Value::Null => {}
+                    // A uint8 takes only a whole number from 0 to 255 (Go
+                    // parses the literal itself: no sign, fraction or
+                    // exponent, which serde_json reads as floats). Its
+                    // value does not matter: every put is an add.
+                    Value::Number(op) if op.as_u64().is_some_and(|op| op <= 255) => {}
+                    _ => return None,
+                }
+            } else if name.eq_ignore_ascii_case("addr") {
+                match member {
+                    Value::Null => {}
+                    Value::String(value) => addr = value,
+                    _ => return None,
+                }
+            } else if name.eq_ignore_ascii_case("metadata") {
+                // Null sets an interface to nil, like any other value.
+                metadata = member;
+            }
         }
-        let addr = match field("addr") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(addr)) => addr.clone(),
-            Some(_) => return None,
-        };
         if addr.is_empty() {
             return None;
         }
-        let metadata = field("metadata").cloned().unwrap_or(Value::Null);
         Some(Endpoint { id, addr, metadata })
-    }
-}
-
-/// A field as Go's `encoding/json` finds it: an exact match first, then a
-/// case-insensitive one.
-fn go_field<'a>(fields: &'a Map<String, Value>, lower: &str) -> Option<&'a Value> {
-    fields
-        .iter()
-        .find(|(k, _)| k.as_str() == capitalized(lower))
-        .or_else(|| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(lower)))
-        .map(|(_, v)| v)
-}
-
-fn capitalized(lower: &str) -> &'static str {
-    match lower {
-        "op" => "Op",
-        "addr" => "Addr",
-        _ => "Metadata",
     }
 }
 
@@ -152,7 +155,7 @@ fn capitalized(lower: &str) -> &'static str {
 /// # Example
 ///
 /// ```
-/// use discovery::{Codec, Endpoint, ServerInfo};
+/// use etcd_grpc_discovery::{Codec, Endpoint, ServerInfo};
 ///
 /// let endpoint = Endpoint {
 ///     id: "a".into(),
@@ -277,6 +280,108 @@ mod tests {
                 .decode("svc", b"svc2/i1", br#"{"Addr":"a:1"}"#)
                 .is_none(),
             "another service"
+        );
+    }
+
+    /// Go's reader on inputs another writer can produce, as Go's
+    /// `encoding/json` decodes them into `Update{Op uint8; Addr string;
+    /// Metadata any}`.
+    #[test]
+    fn go_reader_null_fields_keep_their_value() {
+        assert_eq!(
+            decode(r#"{"Op":null,"Addr":"a:1"}"#).unwrap().addr,
+            "a:1",
+            "null for Op (a uint8) leaves it 0: listed"
+        );
+        assert_eq!(
+            decode(r#"{"Addr":"a:1","addr":null}"#).unwrap().addr,
+            "a:1",
+            "null for Addr (a string) leaves it as it was"
+        );
+        assert_eq!(
+            decode(r#"{"Addr":"a:1","Metadata":{"weight":2},"metadata":null}"#)
+                .unwrap()
+                .metadata,
+            Value::Null,
+            "null for Metadata (an interface) sets it to nil"
+        );
+    }
+
+    #[test]
+    fn go_reader_duplicate_keys_last_one_wins_whatever_its_case() {
+        assert_eq!(
+            decode(r#"{"Addr":"a:1","addr":"b:2"}"#).unwrap().addr,
+            "b:2"
+        );
+        assert_eq!(
+            decode(r#"{"addr":"b:2","Addr":"a:1"}"#).unwrap().addr,
+            "a:1"
+        );
+        assert_eq!(
+            decode(r#"{"Addr":"a:1","METADATA":1,"Metadata":2,"metaData":3}"#)
+                .unwrap()
+                .metadata,
+            json!(3)
+        );
+        assert!(
+            decode(r#"{"Op":0,"oP":"x","Addr":"a:1"}"#).is_none(),
+            "every member is decoded: a bad duplicate fails the value"
+        );
+    }
+
+    #[test]
+    fn go_reader_invalid_utf8_becomes_replacement_characters() {
+        let decode_bytes = |value: &[u8]| GoNaming.decode("svc", b"svc/i1", value);
+        assert_eq!(
+            decode_bytes(b"{\"Addr\":\"a\xff:1\"}").unwrap().addr,
+            "a\u{FFFD}:1"
+        );
+        // Go replaces byte by byte: a truncated 3-byte sequence is two
+        // U+FFFD (Rust's lossy conversion would make it one).
+        assert_eq!(
+            decode_bytes(b"{\"Addr\":\"a\xe2\x82:1\"}").unwrap().addr,
+            "a\u{FFFD}\u{FFFD}:1"
+        );
+        assert_eq!(
+            decode_bytes(b"{\"Addr\":\"h\xc3\xa9:1\",\"Metadata\":{\"zone\":\"\xc0\"}}").unwrap(),
+            Endpoint {
+                id: "i1".into(),
+                addr: "h\u{e9}:1".into(),
+                metadata: json!({"zone": "\u{FFFD}"}),
+            },
+            "valid UTF-8 is kept; metadata strings follow the same rule"
+        );
+        assert!(
+            decode_bytes(b"{\"Addr\":\"a:1\"}\xff").is_none(),
+            "outside strings, invalid bytes are a syntax error in Go too"
+        );
+    }
+
+    #[test]
+    fn go_reader_lone_surrogate_escapes_become_replacement_characters() {
+        assert_eq!(
+            decode(r#"{"Addr":"a\uD800:1"}"#).unwrap().addr,
+            "a\u{FFFD}:1"
+        );
+        assert_eq!(
+            decode(r#"{"Addr":"a\uDC00:1"}"#).unwrap().addr,
+            "a\u{FFFD}:1"
+        );
+        assert_eq!(
+            decode(r#"{"Addr":"\uD800\uD800\uDC00"}"#).unwrap().addr,
+            "\u{FFFD}\u{10000}",
+            "a high surrogate followed by a valid pair"
+        );
+        assert_eq!(
+            decode(r#"{"Addr":"\uD83D\uDE00:1"}"#).unwrap().addr,
+            "\u{1F600}:1",
+            "a valid pair"
+        );
+        assert_eq!(
+            decode(r#"{"Addr":"a:1","Metadata":"\udfff"}"#)
+                .unwrap()
+                .metadata,
+            json!("\u{FFFD}")
         );
     }
 

@@ -17,7 +17,7 @@
 //! # let etcd = fake_etcd::FakeEtcd::start().await?;
 //! # let endpoint = etcd.endpoint();
 //! use std::time::Duration;
-//! use discovery::{Registrar, Resolver};
+//! use etcd_grpc_discovery::{Registrar, Resolver};
 //!
 //! let client = etcd_client::Client::connect([endpoint], None).await?;
 //! let registration = Registrar::builder(client.clone(), "greeter", "127.0.0.1:50051").ttl(10).start();

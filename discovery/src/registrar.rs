@@ -174,7 +174,7 @@ impl RegistrarBuilder {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let etcd = fake_etcd::FakeEtcd::start().await?;
 /// # let client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
-/// use discovery::Registrar;
+/// use etcd_grpc_discovery::Registrar;
 ///
 /// let registration = Registrar::builder(client, "greeter", "10.0.0.1:50051")
 ///     .metadata(serde_json::json!({"weight": 2}))

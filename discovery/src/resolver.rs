@@ -55,31 +55,9 @@ pub struct ResolverBuilder {
     resync: Option<Duration>,
     backoff: (Duration, Duration),
     seed: Option<u64>,
-    merge_on_relist: bool,
-    clear_on_error: bool,
 }
 
 impl ResolverBuilder {
-    /// A deliberately broken resolver, for showing that the property tests
-    /// catch the classic bug: on listing again it merges into the old
-    /// snapshot instead of replacing it, so instances deleted during a
-    /// watch gap stay. Only with the `testing` feature.
-    #[cfg(feature = "testing")]
-    pub fn broken_merge_on_relist(mut self) -> Self {
-        self.merge_on_relist = true;
-        self
-    }
-
-    /// A deliberately broken resolver, for showing that the property tests
-    /// catch the other classic bug: on an error it empties its snapshot, so
-    /// every client loses every instance while etcd still has them. Only
-    /// with the `testing` feature.
-    #[cfg(feature = "testing")]
-    pub fn broken_clear_on_error(mut self) -> Self {
-        self.clear_on_error = true;
-        self
-    }
-
     /// How instances are laid out ([`GoNaming`] unless set).
     pub fn codec(mut self, codec: impl Codec) -> Self {
         self.codec = Arc::new(codec);
@@ -122,8 +100,6 @@ impl ResolverBuilder {
             resync: self.resync,
             backoff,
             tx,
-            merge_on_relist: self.merge_on_relist,
-            clear_on_error: self.clear_on_error,
         };
         let task = tokio::spawn(run.run());
         Resolver { snapshot: rx, task }
@@ -141,10 +117,10 @@ impl ResolverBuilder {
 /// # let etcd = fake_etcd::FakeEtcd::start().await?;
 /// # let client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
 /// use std::time::Duration;
-/// use discovery::Resolver;
+/// use etcd_grpc_discovery::Resolver;
 ///
 /// let resolver = Resolver::builder(client.clone(), "greeter").start();
-/// let registration = discovery::Registrar::builder(client, "greeter", "10.0.0.1:50051").start();
+/// let registration = etcd_grpc_discovery::Registrar::builder(client, "greeter", "10.0.0.1:50051").start();
 ///
 /// let snapshot = resolver.wait_for_endpoints(Duration::from_secs(5)).await?;
 /// assert_eq!(snapshot.addrs(), ["10.0.0.1:50051"]);
@@ -170,8 +146,6 @@ impl Resolver {
             resync: None,
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             seed: None,
-            merge_on_relist: false,
-            clear_on_error: false,
         }
     }
 
@@ -230,8 +204,6 @@ struct Run {
     resync: Option<Duration>,
     backoff: Backoff,
     tx: watch::Sender<Snapshot>,
-    merge_on_relist: bool,
-    clear_on_error: bool,
 }
 
 impl Run {
@@ -264,13 +236,6 @@ impl Run {
     }
 
     fn mark_stale(&self) {
-        if self.clear_on_error {
-            self.tx.send_modify(|s| {
-                s.endpoints.clear();
-                s.stale = true;
-            });
-            return;
-        }
         self.tx
             .send_if_modified(|s| !std::mem::replace(&mut s.stale, true));
     }
@@ -282,19 +247,12 @@ impl Run {
             .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let endpoints = resp
+        let endpoints: BTreeMap<String, Endpoint> = resp
             .kvs()
             .iter()
             .filter_map(|kv| self.codec.decode(&self.service, kv.key(), kv.value()))
             .map(|e| (e.id.clone(), e))
             .collect();
-        let mut endpoints: BTreeMap<String, Endpoint> = endpoints;
-        if self.merge_on_relist {
-            let old = self.tx.borrow().endpoints.clone();
-            for (id, endpoint) in old {
-                endpoints.entry(id).or_insert(endpoint);
-            }
-        }
         self.tx.send_replace(Snapshot {
             revision,
             endpoints,

@@ -9,7 +9,7 @@
 /// # Example
 ///
 /// ```
-/// use discovery::service_of_target;
+/// use etcd_grpc_discovery::service_of_target;
 ///
 /// assert_eq!(service_of_target("etcd:///svc/echo").as_deref(), Some("svc/echo"));
 /// assert_eq!(service_of_target("etcd:////svc/echo").as_deref(), Some("/svc/echo"));

@@ -1,49 +1,16 @@
 //! Balancing real gRPC calls over registered Greeter servers.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use discovery::balance::{BalancedChannel, InstanceRouter, WhenEmpty};
-use discovery::{Registrar, Resolver};
+use etcd_grpc_discovery::balance::{BalancedChannel, InstanceRouter, WhenEmpty};
+use etcd_grpc_discovery::{Registrar, Resolver};
 use fake_etcd::FakeEtcd;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::Code;
 
-#[allow(clippy::all, missing_docs, unreachable_pub)]
-mod hello {
-    tonic::include_proto!("hello");
-}
-use hello::greeter_client::GreeterClient;
-use hello::greeter_server::{Greeter, GreeterServer};
-use hello::{HelloReply, HelloRequest};
-
-struct Server(String);
-
-#[tonic::async_trait]
-impl Greeter for Server {
-    async fn say_hello(
-        &self,
-        request: Request<HelloRequest>,
-    ) -> Result<Response<HelloReply>, Status> {
-        Ok(Response::new(HelloReply {
-            message: format!("hello {}", request.into_inner().name),
-            server: self.0.clone(),
-        }))
-    }
-}
-
-async fn serve() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(GreeterServer::new(Server(addr.to_string())))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    addr
-}
+use discovery_test_greeter::hello::greeter_client::GreeterClient;
+use discovery_test_greeter::hello::HelloRequest;
+use discovery_test_greeter::serve;
 
 async fn who_answers(
     client: &mut GreeterClient<BalancedChannel>,

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{fake, live_again, settle, stored};
-use discovery::{Registrar, RegistrationState, Resolver};
+use etcd_grpc_discovery::{Registrar, RegistrationState, Resolver};
 use fake_etcd::{errors, Rpc};
 use serde_json::json;
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{fake, settle};
-use discovery::Resolver;
+use etcd_grpc_discovery::Resolver;
 use fake_etcd::{errors, Rpc};
 
 fn go_value(addr: &str) -> String {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use discovery::{Registration, RegistrationState, Resolver};
 use etcd_client::Client;
+use etcd_grpc_discovery::{Registration, RegistrationState, Resolver};
 use fake_etcd::{FakeEtcd, TimeSource};
 
 pub async fn fake() -> (FakeEtcd, Client) {

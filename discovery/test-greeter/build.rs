@@ -1,4 +1,4 @@
-//! Compiles the example `Greeter` service (used by examples and tests only)
+//! Compiles the `Greeter` service of discovery's examples and tests
 //! with protox, so no protoc is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
