@@ -213,7 +213,8 @@ impl InstanceRouter {
     ///
     /// # Errors
     ///
-    /// [`Error::NoEndpoints`] if no such instance is registered.
+    /// [`Error::NoEndpoints`] if no such instance is registered,
+    /// [`Error::InvalidAddress`] if its address cannot be dialed.
     pub fn channel(&self, id: &str) -> Result<Channel, Error> {
         let endpoint = self
             .snapshot
@@ -235,8 +236,10 @@ impl InstanceRouter {
             return Ok(channel.clone());
         }
         let channel = TonicEndpoint::from_shared(endpoint.uri())
-            .map_err(|e| {
-                Error::NoEndpoints(format!("instance {id:?} has an unusable address: {e}"))
+            .map_err(|e| Error::InvalidAddress {
+                id: id.to_owned(),
+                addr: endpoint.addr.clone(),
+                reason: e.to_string(),
             })?
             .connect_lazy();
         channels.insert(endpoint.addr, channel.clone());

@@ -51,7 +51,7 @@ mod resolver;
 mod target;
 
 pub use codec::{Codec, Endpoint, GoNaming, ServerInfo};
-pub use registrar::{Registrar, RegistrarBuilder, Registration, RegistrationState};
+pub use registrar::{EndReason, Registrar, RegistrarBuilder, Registration, RegistrationState};
 pub use resolver::{Resolver, ResolverBuilder, Snapshot};
 pub use target::service_of_target;
 
@@ -63,15 +63,26 @@ pub enum Error {
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
     /// The service has no instance (and the caller chose not to wait, or
-    /// waited long enough).
+    /// waited long enough), or not the one asked for.
     #[error("no endpoints: {0}")]
     NoEndpoints(String),
+    /// An instance is registered, but its address cannot be dialed (not a
+    /// valid URI once `http://` is put before it).
+    #[error("instance {id:?} has an invalid address {addr:?}: {reason}")]
+    InvalidAddress {
+        /// The instance's ID.
+        id: String,
+        /// The address it registered.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// etcd did not answer in time.
     #[error("etcd did not answer within {0:?}")]
     Timeout(std::time::Duration),
-    /// The registration's task has ended.
-    #[error("the registration has ended")]
-    Ended,
+    /// The registration has ended, for the reason given.
+    #[error("the registration has ended: {0}")]
+    Ended(EndReason),
 }
 
 impl Error {

@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, PutOptions, WatchOptions, WatchStream};
+use etcd_client::{
+    Client, EventType, LeaseKeepAliveStream, LeaseKeeper, PutOptions, WatchOptions, WatchStream,
+};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -48,12 +50,52 @@ pub enum RegistrationState {
     },
     /// Deregistered on request; the task has ended.
     Deregistered,
+    /// The task stopped without deregistering (it panicked, or its runtime
+    /// shut down); the key goes when its lease expires.
+    Stopped {
+        /// Why, as far as is known.
+        reason: String,
+    },
 }
 
 impl RegistrationState {
     /// Whether the instance is registered now.
     pub fn is_live(&self) -> bool {
         matches!(self, Self::Live { .. } | Self::Degraded { .. })
+    }
+
+    /// Whether the registration has ended for good: no state follows.
+    pub fn has_ended(&self) -> bool {
+        self.end_reason().is_some()
+    }
+
+    /// Why the registration ended, if it has.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        match self {
+            Self::Deregistered => Some(EndReason::Deregistered),
+            Self::Stopped { reason } => Some(EndReason::Stopped(reason.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Why a registration ended (see [`Error::Ended`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// It was deregistered.
+    Deregistered,
+    /// Its task stopped without deregistering: it panicked, or its runtime
+    /// shut down (the text says which, when known).
+    Stopped(String),
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Deregistered => f.write_str("deregistered"),
+            Self::Stopped(reason) => f.write_str(reason),
+        }
     }
 }
 
@@ -174,13 +216,14 @@ impl RegistrarBuilder {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let etcd = fake_etcd::FakeEtcd::start().await?;
 /// # let client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
-/// use etcd_grpc_discovery::Registrar;
+/// use etcd_grpc_discovery::{Registrar, RegistrationState};
 ///
 /// let registration = Registrar::builder(client, "greeter", "10.0.0.1:50051")
 ///     .metadata(serde_json::json!({"weight": 2}))
 ///     .ttl(10)
 ///     .start();
-/// registration.live().await;
+/// let lease = registration.live().await?;
+/// assert_eq!(registration.state(), RegistrationState::Live { lease });
 /// registration.deregister().await?;
 /// # Ok(())
 /// # }
@@ -223,10 +266,33 @@ impl Registration {
         self.state.clone()
     }
 
-    /// Waits until the instance is registered.
-    pub async fn live(&self) {
+    /// Waits until the instance is registered; returns its lease.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ended`] if the registration ended first (or had already),
+    /// with the reason.
+    pub async fn live(&self) -> Result<i64, Error> {
         let mut rx = self.state.clone();
-        let _ = rx.wait_for(RegistrationState::is_live).await;
+        let state = rx
+            .wait_for(|s| s.is_live() || s.has_ended())
+            .await
+            .map(|state| state.clone());
+        match state {
+            Ok(RegistrationState::Live { lease } | RegistrationState::Degraded { lease, .. }) => {
+                Ok(lease)
+            }
+            _ => Err(self.ended()),
+        }
+    }
+
+    /// The error for a registration whose task has ended. The task writes
+    /// its last state as it ends, so the reason is there.
+    fn ended(&self) -> Error {
+        let reason = self.state.borrow().end_reason();
+        Error::Ended(
+            reason.unwrap_or_else(|| EndReason::Stopped("the registration task ended".into())),
+        )
     }
 
     /// Replaces the metadata, in place (same key, same lease).
@@ -239,8 +305,8 @@ impl Registration {
         self.commands
             .send(Command::Metadata(metadata, tx))
             .await
-            .map_err(|_| Error::Ended)?;
-        rx.await.map_err(|_| Error::Ended)?
+            .map_err(|_| self.ended())?;
+        rx.await.map_err(|_| self.ended())?
     }
 
     /// Deletes the key and revokes the lease, then ends.
@@ -253,8 +319,8 @@ impl Registration {
         self.commands
             .send(Command::Deregister(tx))
             .await
-            .map_err(|_| Error::Ended)?;
-        rx.await.map_err(|_| Error::Ended)?
+            .map_err(|_| self.ended())?;
+        rx.await.map_err(|_| self.ended())?
     }
 }
 
@@ -270,6 +336,7 @@ struct Task {
     client: Client,
     key: String,
     endpoint: Endpoint,
+    /// The lease's TTL, in seconds.
     ttl: i64,
     codec: Arc<dyn Codec>,
     backoff: Backoff,
@@ -277,10 +344,15 @@ struct Task {
     commands: mpsc::Receiver<Command>,
 }
 
-/// Why a live registration stopped being live.
+/// Why the keepalive of one lease stopped.
 enum Outcome {
+    /// The lease is lost: register again.
     Lost(String),
+    /// Deregistered on request: the task ends.
     Deregistered,
+    /// Every handle is gone (the [`Registration`] was dropped): the task
+    /// ends, as dropping promises, and the key goes with its lease.
+    HandleDropped,
 }
 
 impl Outcome {
@@ -308,13 +380,13 @@ impl Task {
                 }
             };
             match self.keep_alive(lease).await {
-                Outcome::Deregistered => return,
+                Outcome::Deregistered | Outcome::HandleDropped => return,
                 Outcome::Lost(reason) => {
                     tracing::warn!(key = %self.key, lease, %reason, "registration lost; registering again");
                     self.state.send_replace(RegistrationState::Lost { reason });
                     // Best effort: the old lease must not keep a copy alive.
-                    let limit = self.call_limit();
-                    let _ = bounded(limit, self.client.lease_revoke(lease)).await;
+                    let timeout = self.call_timeout();
+                    let _ = bounded(timeout, self.client.lease_revoke(lease)).await;
                     if self.wait_or_command().await {
                         return;
                     }
@@ -324,7 +396,8 @@ impl Task {
     }
 
     /// Sleeps for the next backoff delay while answering commands (with no
-    /// lease held); returns `true` if deregistered meanwhile.
+    /// lease held); returns `true` if the task must end (deregistered, or
+    /// every handle dropped).
     async fn wait_or_command(&mut self) -> bool {
         let sleep = tokio::time::sleep(self.backoff.next_delay());
         tokio::pin!(sleep);
@@ -333,7 +406,7 @@ impl Task {
                 biased;
                 () = &mut sleep => return false,
                 command = self.commands.recv() => match command {
-                    None => return false,
+                    None => return true,
                     Some(command) => if self.handle(command, None).await { return true },
                 }
             }
@@ -342,7 +415,7 @@ impl Task {
 
     /// Grants a lease and puts the key with it.
     async fn register(&mut self) -> Result<i64, Error> {
-        let limit = self.call_limit();
+        let limit = self.call_timeout();
         let lease = bounded(limit, self.client.lease_grant(self.ttl, None))
             .await?
             .id();
@@ -367,7 +440,7 @@ impl Task {
                 false
             }
             Command::Deregister(reply) => {
-                let limit = self.call_limit();
+                let limit = self.call_timeout();
                 let mut result = bounded(limit, self.client.delete(self.key.as_str(), None))
                     .await
                     .map(drop);
@@ -392,148 +465,184 @@ impl Task {
 
     async fn put(&mut self, lease: i64) -> Result<(), Error> {
         let value = self.codec.encode(&self.endpoint);
-        let limit = self.call_limit();
+        let timeout = self.call_timeout();
         let put = self.client.put(
             self.key.as_str(),
             value,
             Some(PutOptions::new().with_lease(lease)),
         );
-        bounded(limit, put).await?;
+        bounded(timeout, put).await?;
         Ok(())
     }
 
-    /// How long one call to etcd may take: a call hangs during a partition,
-    /// and the registration must move on (and notice a lost lease) instead.
-    fn call_limit(&self) -> Duration {
+    /// The lease's time to live (etcd raises anything under 2 s to its
+    /// minimum).
+    fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.ttl.max(2) as u64)
     }
 
-    /// Keeps `lease` alive until it is lost or the instance deregisters.
+    /// How long one call to etcd may take. A call hangs during a
+    /// partition, and the registration must move on (and notice a lost
+    /// lease) instead; past a TTL, no lease the call was about can still be
+    /// alive, so the TTL is the bound. A separate name from [`lease_ttl`]
+    /// because it is a separate decision.
+    ///
+    /// [`lease_ttl`]: Task::lease_ttl
+    fn call_timeout(&self) -> Duration {
+        self.lease_ttl()
+    }
+
+    /// Keeps `lease` alive until it is lost, the instance deregisters, or
+    /// every handle is dropped: a [`KeepAlive`] state machine fed one event
+    /// at a time.
     async fn keep_alive(&mut self, lease: i64) -> Outcome {
-        let ttl = self.call_limit();
-        let mut deadline = Instant::now() + ttl;
-        let interval = ttl / 3;
-        let mut next_renewal = Instant::now() + interval;
-        let mut keeper = None;
-        let mut own_key = tokio::time::timeout_at(deadline, self.watch_own_key(lease))
-            .await
-            .ok()
-            .flatten();
-        // With no own-key watch, when to check the key again. Kept across
-        // passes of the loop: renewals come every TTL/3, and a sleep made
-        // afresh on each pass would never end with a TTL of 3 s or less.
-        let mut recheck_at = Instant::now() + OWN_KEY_RECHECK;
+        let mut machine = KeepAlive::new(lease, self.lease_ttl());
+        machine.own_key =
+            match tokio::time::timeout_at(machine.deadline, self.watch_own_key(lease)).await {
+                Ok(Some(stream)) => OwnKeyWatch::Watching(stream),
+                _ => OwnKeyWatch::recheck_soon(),
+            };
         self.state.send_replace(RegistrationState::Live { lease });
         self.backoff.reset();
         loop {
-            if keeper.is_none() {
-                let opened =
-                    tokio::time::timeout_at(deadline, self.client.lease_keep_alive(lease)).await;
-                let Ok(opened) = opened else {
-                    return Outcome::deadline_passed();
-                };
-                match opened {
-                    Ok(pair) => keeper = Some(pair),
-                    Err(err) if is_lease_not_found(&err) => {
-                        return Outcome::Lost("lease not found".into())
-                    }
-                    Err(err) => {
-                        self.state.send_replace(RegistrationState::Degraded {
-                            lease,
-                            reason: err.to_string(),
-                        });
-                        next_renewal = (Instant::now() + self.backoff.next_delay()).min(deadline);
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                return Outcome::deadline_passed();
-            }
+            // What the own key must hold, as of the latest metadata.
             let own_value = self.codec.encode(&self.endpoint);
-            tokio::select! {
-                // In order, so that a schedule replays identically in virtual
-                // time (tokio otherwise picks among ready branches at random).
-                biased;
-                () = tokio::time::sleep_until(next_renewal) => {
-                    if let Some((sender, responses)) = keeper.as_mut() {
-                        let sent_at = Instant::now();
-                        if sender.keep_alive().await.is_err() {
-                            keeper = None;
-                            continue;
-                        }
-                        // Wait for the answer, but never past the deadline.
-                        let answer = tokio::time::timeout_at(deadline, responses.message()).await;
-                        match answer {
-                            Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
-                                deadline = sent_at + Duration::from_secs(resp.ttl() as u64);
-                                next_renewal = Instant::now() + interval;
-                                self.backoff.reset();
-                                self.state.send_if_modified(|s| {
-                                    let live = RegistrationState::Live { lease };
-                                    (*s != live).then(|| *s = live).is_some()
-                                });
-                            }
-                            Ok(Ok(Some(_))) => return Outcome::Lost("the lease expired".into()),
-                            Ok(Ok(None) | Err(_)) => {
-                                // The stream ended: reopen it on the same lease.
-                                self.state.send_replace(RegistrationState::Degraded { lease, reason: "keepalive stream ended".into() });
-                                keeper = None;
-                                next_renewal = (Instant::now() + self.backoff.next_delay()).min(deadline);
-                            }
-                            Err(_) => return Outcome::deadline_passed(),
-                        }
-                    } else {
-                        next_renewal = (Instant::now() + self.backoff.next_delay()).min(deadline);
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    return Outcome::deadline_passed();
-                }
-                changed = next_own_key_change(&mut own_key, recheck_at, &own_value, lease) => {
-                    match changed {
-                        OwnKey::Intact => {}
-                        OwnKey::Changed => {
-                            tracing::info!(key = %self.key, "registration deleted or overwritten; putting it back");
-                            if let Err(err) = self.put(lease).await {
-                                if err.is_lease_not_found() {
-                                    return Outcome::Lost("lease not found".into());
-                                }
-                                // The watch has nothing more to say about a
-                                // key that stays deleted: drop it, so the key
-                                // is checked (and put back) again shortly.
-                                tracing::warn!(key = %self.key, %err, "could not put the registration back; retrying");
-                                own_key = None;
-                                recheck_at = Instant::now() + OWN_KEY_RECHECK;
-                            }
-                        }
-                        OwnKey::StreamEnded => {
-                            own_key = tokio::time::timeout_at(deadline, self.watch_own_key(lease)).await.ok().flatten();
-                            recheck_at = Instant::now() + OWN_KEY_RECHECK;
-                        }
-                    }
-                }
-                command = self.commands.recv() => {
-                    match command {
-                        Some(command) => {
-                            let metadata = matches!(command, Command::Metadata(..));
-                            if self.handle(command, Some(lease)).await {
-                                return Outcome::Deregistered;
-                            }
-                            if metadata {
-                                // If that put failed, etcd still holds the old
-                                // value and the watch will not say so: check
-                                // the key (and put it back) shortly.
-                                own_key = None;
-                                recheck_at = Instant::now() + OWN_KEY_RECHECK;
-                            }
-                        }
-                        // Every handle is gone: keep the registration alive anyway
-                        // until the task is aborted.
-                        None => std::future::pending::<()>().await,
-                    }
-                }
+            let transition = match machine.next_event(&mut self.commands, &own_value).await {
+                Event::RenewalDue => self.on_renewal_due(&mut machine).await,
+                Event::DeadlinePassed => Transition::End(Outcome::deadline_passed()),
+                Event::OwnKey(change) => self.on_own_key(&mut machine, change).await,
+                Event::Command(command) => self.on_command(&mut machine, command).await,
+            };
+            if let Some(outcome) = self.apply(&mut machine, transition) {
+                return outcome;
             }
         }
+    }
+
+    /// The one place where a transition changes the published state and
+    /// the schedule; `Some` when this lease's keepalive is over.
+    fn apply(&mut self, machine: &mut KeepAlive, transition: Transition) -> Option<Outcome> {
+        let lease = machine.lease;
+        match transition {
+            Transition::Stay => None,
+            Transition::Renewed { deadline } => {
+                machine.deadline = deadline;
+                machine.next_renewal = Instant::now() + machine.renew_every;
+                self.backoff.reset();
+                self.state.send_if_modified(|s| {
+                    let live = RegistrationState::Live { lease };
+                    (*s != live).then(|| *s = live).is_some()
+                });
+                None
+            }
+            Transition::Degraded { reason } => {
+                // Reopen the stream after a backoff, on the same lease,
+                // but never later than the deadline.
+                machine.keeper = None;
+                machine.next_renewal =
+                    (Instant::now() + self.backoff.next_delay()).min(machine.deadline);
+                self.state
+                    .send_replace(RegistrationState::Degraded { lease, reason });
+                None
+            }
+            Transition::End(outcome) => Some(outcome),
+        }
+    }
+
+    /// A renewal is due: open the keepalive stream if there is none, send
+    /// a renewal, and wait for its answer (never past the deadline).
+    async fn on_renewal_due(&mut self, machine: &mut KeepAlive) -> Transition {
+        if machine.keeper.is_none() {
+            let opened = tokio::time::timeout_at(
+                machine.deadline,
+                self.client.lease_keep_alive(machine.lease),
+            )
+            .await;
+            match opened {
+                Err(_) => return Transition::End(Outcome::deadline_passed()),
+                Ok(Err(err)) if is_lease_not_found(&err) => {
+                    return Transition::End(Outcome::Lost("lease not found".into()))
+                }
+                Ok(Err(err)) => {
+                    return Transition::Degraded {
+                        reason: err.to_string(),
+                    }
+                }
+                Ok(Ok(pair)) => machine.keeper = Some(pair),
+            }
+        }
+        let Some((sender, responses)) = machine.keeper.as_mut() else {
+            unreachable!("the keeper was opened just above");
+        };
+        let sent_at = Instant::now();
+        if sender.keep_alive().await.is_err() {
+            return Transition::Degraded {
+                reason: "keepalive stream ended".into(),
+            };
+        }
+        match tokio::time::timeout_at(machine.deadline, responses.message()).await {
+            Ok(Ok(Some(resp))) if resp.ttl() > 0 => Transition::Renewed {
+                deadline: sent_at + Duration::from_secs(resp.ttl() as u64),
+            },
+            Ok(Ok(Some(_))) => Transition::End(Outcome::Lost("the lease expired".into())),
+            Ok(Ok(None) | Err(_)) => Transition::Degraded {
+                reason: "keepalive stream ended".into(),
+            },
+            Err(_) => Transition::End(Outcome::deadline_passed()),
+        }
+    }
+
+    /// The own key changed, or its watch ended (or, with no watch, it is
+    /// time to check the key again).
+    async fn on_own_key(&mut self, machine: &mut KeepAlive, change: OwnKey) -> Transition {
+        match change {
+            OwnKey::Intact => {}
+            OwnKey::Changed => {
+                tracing::info!(key = %self.key, "registration deleted or overwritten; putting it back");
+                if let Err(err) = self.put(machine.lease).await {
+                    if err.is_lease_not_found() {
+                        return Transition::End(Outcome::Lost("lease not found".into()));
+                    }
+                    // The watch has nothing more to say about a key that
+                    // stays deleted: drop it, so the key is checked (and put
+                    // back) again shortly.
+                    tracing::warn!(key = %self.key, %err, "could not put the registration back; retrying");
+                    machine.own_key = OwnKeyWatch::recheck_soon();
+                }
+            }
+            OwnKey::StreamEnded => {
+                let watched =
+                    tokio::time::timeout_at(machine.deadline, self.watch_own_key(machine.lease))
+                        .await;
+                machine.own_key = match watched {
+                    Ok(Some(stream)) => OwnKeyWatch::Watching(stream),
+                    _ => OwnKeyWatch::recheck_soon(),
+                };
+            }
+        }
+        Transition::Stay
+    }
+
+    /// A command from the handle, or `None` once every handle is gone.
+    async fn on_command(
+        &mut self,
+        machine: &mut KeepAlive,
+        command: Option<Command>,
+    ) -> Transition {
+        let Some(command) = command else {
+            return Transition::End(Outcome::HandleDropped);
+        };
+        let metadata = matches!(command, Command::Metadata(..));
+        if self.handle(command, Some(machine.lease)).await {
+            return Transition::End(Outcome::Deregistered);
+        }
+        if metadata {
+            // If that put failed, etcd still holds the old value and the
+            // watch will not say so: check the key (and put it back)
+            // shortly.
+            machine.own_key = OwnKeyWatch::recheck_soon();
+        }
+        Transition::Stay
     }
 
     /// A watch on the instance's own key. The key is checked first, and put
@@ -541,8 +650,8 @@ impl Task {
     /// that check: a change made while no watch was open (during a watch
     /// outage, say) is not missed.
     async fn watch_own_key(&mut self, lease: i64) -> Option<WatchStream> {
-        let limit = self.call_limit();
-        let current = bounded(limit, self.client.get(self.key.as_str(), None))
+        let timeout = self.call_timeout();
+        let current = bounded(timeout, self.client.get(self.key.as_str(), None))
             .await
             .ok()?;
         let revision = current.header().map_or(0, |h| h.revision());
@@ -563,6 +672,120 @@ impl Task {
     }
 }
 
+impl Drop for Task {
+    fn drop(&mut self) {
+        // However the task ends (deregistered, a panic, its runtime shutting
+        // down, an abort), the state's last word says so: `live()` and
+        // friends read it to tell why.
+        let reason = if std::thread::panicking() {
+            "the registration task panicked"
+        } else {
+            "the registration task was stopped"
+        };
+        self.state.send_if_modified(|state| {
+            if state.has_ended() {
+                return false;
+            }
+            *state = RegistrationState::Stopped {
+                reason: reason.into(),
+            };
+            true
+        });
+    }
+}
+
+/// The keepalive of one lease as a state machine: its schedule, its
+/// keepalive stream and its own-key watch. [`KeepAlive::next_event`] waits
+/// for the next event, a `Task::on_*` method handles it and returns a
+/// [`Transition`], and `Task::apply` carries it out.
+struct KeepAlive {
+    lease: i64,
+    /// A renewal every third of the TTL, as etcd's own client does.
+    renew_every: Duration,
+    /// When the lease expires unless a renewal comes back first: counted
+    /// from when the last answered renewal was sent (absolute, so a slow
+    /// reconnect cannot push it out).
+    deadline: Instant,
+    next_renewal: Instant,
+    /// The keepalive stream, when open.
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    own_key: OwnKeyWatch,
+}
+
+/// What the keepalive waits for.
+enum Event {
+    RenewalDue,
+    DeadlinePassed,
+    OwnKey(OwnKey),
+    /// A command, or `None` once every handle is gone.
+    Command(Option<Command>),
+}
+
+/// What an event changes; see `Task::apply`.
+enum Transition {
+    /// Nothing to publish or reschedule.
+    Stay,
+    /// A renewal was answered: the lease lives until `deadline`.
+    Renewed { deadline: Instant },
+    /// Renewals are failing while the lease is within its deadline: reopen
+    /// the stream after a backoff.
+    Degraded { reason: String },
+    /// This lease's keepalive is over.
+    End(Outcome),
+}
+
+/// The registration's watch on its own key, or, with none, when to check
+/// the key again (and open a new watch).
+enum OwnKeyWatch {
+    Watching(WatchStream),
+    /// An absolute time, kept across events: renewals come every TTL/3,
+    /// and a delay made afresh on each event would never end with a TTL
+    /// of 3 s or less.
+    RecheckAt(Instant),
+}
+
+impl OwnKeyWatch {
+    fn recheck_soon() -> Self {
+        Self::RecheckAt(Instant::now() + OWN_KEY_RECHECK)
+    }
+}
+
+impl KeepAlive {
+    fn new(lease: i64, ttl: Duration) -> Self {
+        let now = Instant::now();
+        let renew_every = ttl / 3;
+        Self {
+            lease,
+            renew_every,
+            deadline: now + ttl,
+            next_renewal: now + renew_every,
+            keeper: None,
+            own_key: OwnKeyWatch::recheck_soon(),
+        }
+    }
+
+    /// The next event, in a fixed order of precedence, so that a schedule
+    /// replays identically in virtual time (tokio otherwise picks among
+    /// ready branches at random).
+    async fn next_event(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        own_value: &[u8],
+    ) -> Event {
+        if Instant::now() >= self.deadline {
+            return Event::DeadlinePassed;
+        }
+        let lease = self.lease;
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(self.next_renewal) => Event::RenewalDue,
+            () = tokio::time::sleep_until(self.deadline) => Event::DeadlinePassed,
+            change = next_own_key_change(&mut self.own_key, own_value, lease) => Event::OwnKey(change),
+            command = commands.recv() => Event::Command(command),
+        }
+    }
+}
+
 /// With no watch on its own key, how long the registration waits before
 /// checking the key again (and opening a new watch).
 const OWN_KEY_RECHECK: Duration = Duration::from_secs(1);
@@ -575,16 +798,13 @@ enum OwnKey {
 
 /// The next change to the registration's own key: a delete, or a put of
 /// another value or lease.
-async fn next_own_key_change(
-    stream: &mut Option<WatchStream>,
-    recheck_at: Instant,
-    value: &[u8],
-    lease: i64,
-) -> OwnKey {
-    let Some(stream) = stream.as_mut() else {
-        // No watch: check again at `recheck_at`.
-        tokio::time::sleep_until(recheck_at).await;
-        return OwnKey::StreamEnded;
+async fn next_own_key_change(watch: &mut OwnKeyWatch, value: &[u8], lease: i64) -> OwnKey {
+    let stream = match watch {
+        OwnKeyWatch::Watching(stream) => stream,
+        OwnKeyWatch::RecheckAt(at) => {
+            tokio::time::sleep_until(*at).await;
+            return OwnKey::StreamEnded;
+        }
     };
     match stream.message().await {
         Ok(Some(resp)) => {

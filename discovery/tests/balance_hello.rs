@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use etcd_grpc_discovery::balance::{BalancedChannel, InstanceRouter, WhenEmpty};
-use etcd_grpc_discovery::{Registrar, Resolver};
+use etcd_grpc_discovery::{Error, Registrar, Resolver};
 use fake_etcd::FakeEtcd;
 use tonic::Code;
 
@@ -111,4 +111,42 @@ async fn an_empty_service_fails_fast_or_waits_as_chosen() {
         .unwrap()
         .expect("the waiting call goes through once a server registers");
     assert_eq!(reply.into_inner().server, addr.to_string());
+}
+
+/// An instance whose address is not a valid URI: the router says so, with
+/// its own error, not "no endpoints".
+#[tokio::test(start_paused = true)]
+async fn an_invalid_address_is_its_own_error() {
+    let etcd = FakeEtcd::builder()
+        .time(fake_etcd::TimeSource::Tokio)
+        .start()
+        .await
+        .unwrap();
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    client
+        .put(
+            "svc/bad",
+            r#"{"Op":0,"Addr":"bad host:1","Metadata":null}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let resolver = Resolver::builder(client, "svc").start();
+    resolver
+        .wait_for_endpoints(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let router = InstanceRouter::new(&resolver);
+    match router.channel("bad") {
+        Err(Error::InvalidAddress { id, addr, .. }) => {
+            assert_eq!((id.as_str(), addr.as_str()), ("bad", "bad host:1"));
+        }
+        other => panic!("expected InvalidAddress, got {other:?}"),
+    }
+    assert!(matches!(
+        router.channel("missing"),
+        Err(Error::NoEndpoints(_))
+    ));
 }

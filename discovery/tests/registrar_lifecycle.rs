@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{fake, live_again, settle, stored};
-use etcd_grpc_discovery::{Registrar, RegistrationState, Resolver};
+use etcd_grpc_discovery::{
+    Codec, EndReason, Endpoint, Error, Registrar, RegistrationState, Resolver,
+};
 use fake_etcd::{errors, Rpc};
 use serde_json::json;
 
@@ -182,8 +184,68 @@ async fn failing_grants_are_retried() {
     let (etcd, client) = fake().await;
     etcd.fail_next(Rpc::LeaseGrant, 5, errors::no_leader());
     let registration = Registrar::builder(client.clone(), "svc", "10.0.0.5:1").start();
-    live_again(&registration, None).await;
+    // Every state until live: each failed grant shows as `Lost` for the
+    // length of its backoff (time stands still while this task can run, so
+    // none is missed).
+    let mut states = registration.watch_state();
+    let mut lost = Vec::new();
+    loop {
+        match states.borrow_and_update().clone() {
+            RegistrationState::Lost { reason } => lost.push(reason),
+            RegistrationState::Live { .. } => break,
+            _ => {}
+        }
+        states.changed().await.unwrap();
+    }
+    assert_eq!(lost.len(), 5, "each failed grant was seen: {lost:?}");
+    assert!(
+        lost.iter()
+            .all(|reason| reason.contains("etcdserver: no leader")),
+        "{lost:?}"
+    );
     assert_eq!(stored(&client, "svc").await.len(), 1);
+}
+
+/// A codec that panics: the registration's task dies with it.
+#[derive(Debug)]
+struct PanickingCodec;
+
+impl Codec for PanickingCodec {
+    fn encode(&self, _: &Endpoint) -> Vec<u8> {
+        panic!("this codec cannot encode (on purpose)")
+    }
+
+    fn decode(&self, _: &str, _: &[u8], _: &[u8]) -> Option<Endpoint> {
+        None
+    }
+}
+
+/// `live()` once returned `()` when the task had died, as if registered.
+/// It now says the registration ended, and why.
+#[tokio::test(start_paused = true)]
+async fn live_says_when_the_registration_has_ended() {
+    let (_etcd, client) = fake().await;
+    let registration = Registrar::builder(client.clone(), "svc", "10.0.0.7:1")
+        .codec(PanickingCodec)
+        .start();
+    let ended = registration.live().await.unwrap_err();
+    assert!(
+        matches!(
+            &ended,
+            Error::Ended(EndReason::Stopped(reason)) if reason == "the registration task panicked"
+        ),
+        "{ended:?}"
+    );
+    assert!(registration.state().has_ended());
+    let update = registration.update_metadata(json!({"weight": 2})).await;
+    assert!(
+        matches!(update, Err(Error::Ended(EndReason::Stopped(_)))),
+        "{update:?}"
+    );
+    assert!(
+        stored(&client, "svc").await.is_empty(),
+        "a lease was granted, the put never happened"
+    );
 }
 
 /// After a restart (streams broken, leases renewed) it stays registered.
