@@ -163,10 +163,9 @@ async fn dispatch(
                 None => raw.parse().ok(),
             }
             .ok_or_else(|| bad("`id` is not a lease ID"))?;
-            if etcd.expire_lease(id) {
-                done()
-            } else {
-                Err((StatusCode::NOT_FOUND, format!("no lease {id}")))
+            match etcd.expire_lease(id) {
+                Ok(()) => done(),
+                Err(err) => Err((StatusCode::NOT_FOUND, err.to_string())),
             }
         }
         ("POST", "/v1/drop-connections") => {
@@ -192,12 +191,9 @@ async fn dispatch(
                 Some(r) => r.parse().map_err(|_| bad("`revision` is not a number"))?,
                 None => etcd.revision(),
             };
-            if etcd.compact(revision) {
-                Ok(json!({ "revision": revision }))
-            } else {
-                Err(bad(format!(
-                    "etcd refuses to compact at {revision}: compacted or future revision"
-                )))
+            match etcd.compact(revision) {
+                Ok(()) => Ok(json!({ "revision": revision })),
+                Err(err) => Err(bad(format!("etcd refuses to compact: {err}"))),
             }
         }
         ("POST", "/v1/fail") => {
@@ -277,7 +273,9 @@ fn parse_status(query: &HashMap<String, String>) -> Result<Status, (StatusCode, 
     };
     let message = match query.get("message") {
         Some(m) => m.clone(),
-        None if code == Code::Unavailable => "etcdserver: request timed out".to_owned(),
+        None if code == Code::Unavailable => {
+            crate::errors::request_timed_out().message().to_owned()
+        }
         None => String::new(),
     };
     Ok(Status::new(code, message))
@@ -293,8 +291,15 @@ fn parse_code(name: &str) -> Option<Code> {
         .find(|c| format!("{c:?}").to_ascii_lowercase() == wanted)
 }
 
+/// Parses a duration as the control API and the binary's flags take it:
 /// `500ms`, `30s`, `1.5s`, `2m`, `1h`, `250us`.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(fake_etcd::control::parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+/// assert_eq!(fake_etcd::control::parse_duration("30"), None);
+/// ```
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (number, unit) = text.split_at(split);

@@ -1,47 +1,26 @@
-//! The state of one fake etcd member, and who may touch it.
+//! The state of one fake etcd member: everything a request may change.
 //!
-//! [`Shared`] is what every service and background task holds: the member's
-//! identity (fixed for its life) and the [`Core`], behind one mutex. The core
-//! is synchronous and never held across an `.await`: every request takes the
-//! lock, does all of its work, and releases it, which makes each request
-//! atomic, as a request applied by etcd's raft loop is.
+//! [`Core`] is synchronous and knows nothing of gRPC, the network or time
+//! sources: a caller passes the time in, and gets etcd's answers and errors
+//! back as data. The member (`member.rs`) keeps it behind one lock and
+//! runs every request through it, which makes each request atomic, as a
+//! request applied by etcd's raft loop is.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmMember, AlarmType, ResponseHeader,
-};
-use tokio::sync::Notify;
+use bytes::Bytes;
+use etcd_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmType};
+use etcd_proto::mvccpb::Event;
 
-use crate::clock::Clock;
-use crate::faults::FaultState;
+use crate::header::HeaderSource;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{KeyRange, Store};
 use crate::watch::{self, WatchHub};
 
-/// etcd's default interval between progress notifications.
-pub(crate) const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
-
-/// etcd's default cluster ID for a single member started with no flags.
-pub(crate) const DEFAULT_CLUSTER_ID: u64 = 14_841_639_068_965_178_418;
-/// etcd's default member ID for a single member started with no flags.
-pub(crate) const DEFAULT_MEMBER_ID: u64 = 10_276_657_743_932_975_437;
 /// The raft term of a freshly started single member.
 pub(crate) const INITIAL_RAFT_TERM: u64 = 2;
-/// The version the fake reports: the etcd its behaviour is checked against.
-pub(crate) const ETCD_VERSION: &str = "3.5.1";
-
-/// Who this member is, as headers, `Status` and `MemberList` report it.
-#[derive(Debug, Clone)]
-pub(crate) struct Identity {
-    pub(crate) cluster_id: u64,
-    pub(crate) member_id: u64,
-    pub(crate) name: String,
-    pub(crate) peer_urls: Vec<String>,
-    pub(crate) client_urls: Vec<String>,
-}
 
 /// Everything a request may change.
 #[derive(Debug)]
@@ -54,20 +33,50 @@ pub(crate) struct Core {
     /// index a client sees in `Status`.
     pub(crate) raft_index: u64,
     alarms: BTreeSet<(u64, i32)>,
+    cluster_id: u64,
+    member_id: u64,
 }
 
 impl Core {
-    fn new(identity: &Identity, progress_interval: Duration) -> Self {
+    pub(crate) fn new(cluster_id: u64, member_id: u64, progress_interval: Duration) -> Self {
         Self {
             store: Store::default(),
-            lessor: Lessor::new(identity.member_id),
-            watchers: WatchHub::new(identity.cluster_id, identity.member_id, progress_interval),
+            lessor: Lessor::new(member_id),
+            watchers: WatchHub::new(progress_interval),
             raft_term: INITIAL_RAFT_TERM,
             // A fresh etcd member has applied a few configuration entries
             // before it serves its first request.
             raft_index: 5,
             alarms: BTreeSet::new(),
+            cluster_id,
+            member_id,
         }
+    }
+
+    /// What this member's response headers say now.
+    pub(crate) fn header_source(&self) -> HeaderSource {
+        HeaderSource {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            raft_term: self.raft_term,
+        }
+    }
+
+    /// A leader election, as a client sees it: the term goes up by one and,
+    /// as a new leader does, every lease is renewed to its full TTL.
+    pub(crate) fn change_leader(&mut self, now: Duration) {
+        self.raft_term += 1;
+        self.lessor.renew_all(now);
+    }
+
+    /// The watch hub, with what its calls read of the rest of the core.
+    pub(crate) fn watch(&mut self) -> (&mut WatchHub, watch::Context<'_>) {
+        let header = self.header_source();
+        let ctx = watch::Context {
+            store: &self.store,
+            header,
+        };
+        (&mut self.watchers, ctx)
     }
 
     /// Counts one write request through "raft".
@@ -128,10 +137,18 @@ impl Core {
     }
 
     /// Revokes a lease: its keys are deleted in one write (one revision, if
-    /// it had any), in key order.
-    pub(crate) fn revoke(&mut self, id: i64) -> Result<(), LeaseError> {
+    /// it had any), in key order. Returns that write's events, for the
+    /// caller to publish.
+    pub(crate) fn revoke(&mut self, id: i64) -> Result<Arc<[Event]>, LeaseError> {
         let lease = self.lessor.remove(id)?;
-        self.delete_lease_keys(lease.keys);
+        Ok(self.delete_lease_keys(lease.keys))
+    }
+
+    /// Expires one lease now, as its TTL lapsing would: a revoke proposed
+    /// through raft, its DELETE events published.
+    pub(crate) fn expire(&mut self, id: i64) -> Result<(), LeaseError> {
+        let lease = self.lessor.remove(id)?;
+        self.expired(lease.keys);
         Ok(())
     }
 
@@ -139,41 +156,46 @@ impl Core {
     /// first, each as a revoke.
     fn expire_due(&mut self, now: Duration) {
         while let Some(lease) = self.lessor.pop_expired(now) {
-            // etcd expires a lease by proposing a revoke through raft.
-            self.record_raft_entry();
-            self.delete_lease_keys(lease.keys);
+            self.expired(lease.keys);
         }
     }
 
-    fn delete_lease_keys(&mut self, keys: BTreeSet<bytes::Bytes>) {
+    fn expired(&mut self, keys: BTreeSet<Bytes>) {
+        // etcd expires a lease by proposing a revoke through raft.
+        self.record_raft_entry();
+        let events = self.delete_lease_keys(keys);
+        self.publish(&events);
+    }
+
+    fn delete_lease_keys(&mut self, keys: BTreeSet<Bytes>) -> Arc<[Event]> {
         let mut write = self.store.write();
         for key in keys {
             write.delete_range(&KeyRange::Single(key));
         }
-        let events = write.into_events();
-        self.publish(&events);
+        write.into_events()
     }
 
     /// Tells watchers about a write's events.
-    pub(crate) fn publish(&mut self, events: &[etcd_proto::mvccpb::Event]) {
+    pub(crate) fn publish(&mut self, events: &[Event]) {
         if !events.is_empty() {
-            let ctx = watch::Context {
-                store: &self.store,
-                raft_term: self.raft_term,
-            };
-            self.watchers.publish(events, ctx);
+            let (watchers, ctx) = self.watch();
+            watchers.publish(events, ctx);
         }
+    }
+
+    /// Catches up the watchers that fell behind, as far as their streams
+    /// have room.
+    pub(crate) fn sync_watchers(&mut self) {
+        let (watchers, ctx) = self.watch();
+        watchers.sync(ctx);
     }
 
     /// Runs everything due by `now` on the member's clock: lease expiry,
     /// soonest first, then progress notifications.
     pub(crate) fn run_timers(&mut self, now: Duration) {
         self.expire_due(now);
-        let ctx = watch::Context {
-            store: &self.store,
-            raft_term: self.raft_term,
-        };
-        self.watchers.progress_due(now, ctx);
+        let (watchers, ctx) = self.watch();
+        watchers.progress_due(now, ctx);
     }
 
     /// When [`Core::run_timers`] next has something to do.
@@ -185,73 +207,5 @@ impl Core {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-}
-
-/// What the services share: identity and state.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) identity: Identity,
-    pub(crate) clock: Clock,
-    /// Wakes the timer task when something may now be due sooner than the
-    /// deadline it sleeps towards.
-    pub(crate) expiry_wakeup: Notify,
-    /// Wakes the watch syncer: a lagging stream has made room.
-    pub(crate) watch_sync: Notify,
-    /// Injected errors, delays, and the connection switches.
-    pub(crate) faults: Arc<FaultState>,
-    /// Where in-process connections arrive.
-    pub(crate) in_process: crate::net::InProcessListener,
-    core: Mutex<Core>,
-}
-
-impl Shared {
-    pub(crate) fn new(
-        identity: Identity,
-        clock: Clock,
-        progress_interval: Duration,
-        seed: u64,
-    ) -> Self {
-        let core = Mutex::new(Core::new(&identity, progress_interval));
-        Self {
-            identity,
-            clock,
-            expiry_wakeup: Notify::new(),
-            watch_sync: Notify::new(),
-            faults: Arc::new(FaultState::new(seed)),
-            in_process: crate::net::InProcessListener::default(),
-            core,
-        }
-    }
-
-    /// Locks the state. A panic while it was held (a bug) must not take every
-    /// other client down with it, so a poisoned lock is still used: each
-    /// request validates before it changes anything, so the state is whole.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A response header as etcd fills it: identity and term always, and the
-    /// current revision unless the response set one.
-    pub(crate) fn fill_header(&self, header: &mut Option<ResponseHeader>, core: &Core) {
-        let h = header.get_or_insert_with(Default::default);
-        h.cluster_id = self.identity.cluster_id;
-        h.member_id = self.identity.member_id;
-        h.raft_term = core.raft_term;
-        if h.revision == 0 {
-            h.revision = core.store.revision();
-        }
-    }
-
-    /// A header with no revision (what `MemberList` answers with).
-    pub(crate) fn header_without_revision(&self, core: &Core) -> Option<ResponseHeader> {
-        Some(ResponseHeader {
-            cluster_id: self.identity.cluster_id,
-            member_id: self.identity.member_id,
-            raft_term: core.raft_term,
-            revision: 0,
-        })
     }
 }

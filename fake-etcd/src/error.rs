@@ -2,7 +2,11 @@
 //!
 //! Clients (Go's clientv3 above all) recognise etcd errors by their exact
 //! message text, so every message here is byte for byte the one in etcd's
-//! `api/v3rpc/rpctypes/error.go`, with the same gRPC code.
+//! `api/v3rpc/rpctypes/error.go` (or `mvcc`'s, for watch cancel reasons),
+//! with the same gRPC code. Every text the fake sends lives in this table:
+//! the services, the watch hub, the injected [`errors`](crate::errors) and
+//! the control API all take theirs from here, so the table test below
+//! covers every message a client can see.
 
 use tonic::{Code, Status};
 
@@ -35,6 +39,23 @@ pub(crate) enum EtcdError {
     LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: request timed out")]
+    RequestTimedOut,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: server stopped")]
+    ServerStopped,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// A watch's cancel reason (mvcc's `ErrEmptyWatcherRange`), never a
+    /// status: etcd sends it inside a `WatchResponse`.
+    #[error("mvcc: watcher range is empty")]
+    WatcherRangeEmpty,
+    /// A watch's cancel reason (`ErrWatcherDuplicateID`), never a status.
+    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
+    DuplicateWatchId,
 }
 
 impl EtcdError {
@@ -51,8 +72,19 @@ impl EtcdError {
             Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
             Self::LeaseExists => Code::FailedPrecondition,
             Self::LeaseNotFound => Code::NotFound,
-            Self::NoSpace => Code::ResourceExhausted,
+            Self::NoSpace | Self::TooManyRequests => Code::ResourceExhausted,
+            Self::RequestTimedOut | Self::LeaderChanged | Self::NoLeader | Self::ServerStopped => {
+                Code::Unavailable
+            }
+            // Only ever a cancel reason; were it a status, etcd's
+            // `togRPCError` would send an unmapped error as `Unknown`.
+            Self::WatcherRangeEmpty | Self::DuplicateWatchId => Code::Unknown,
         }
+    }
+
+    /// The message, as clients match on it.
+    pub(crate) fn message(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -134,6 +166,41 @@ mod tests {
                 EtcdError::NoSpace,
                 Code::ResourceExhausted,
                 "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                EtcdError::RequestTimedOut,
+                Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
+            (
+                EtcdError::LeaderChanged,
+                Code::Unavailable,
+                "etcdserver: leader changed",
+            ),
+            (
+                EtcdError::NoLeader,
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                EtcdError::ServerStopped,
+                Code::Unavailable,
+                "etcdserver: server stopped",
+            ),
+            (
+                EtcdError::TooManyRequests,
+                Code::ResourceExhausted,
+                "etcdserver: too many requests",
+            ),
+            (
+                EtcdError::WatcherRangeEmpty,
+                Code::Unknown,
+                "mvcc: watcher range is empty",
+            ),
+            (
+                EtcdError::DuplicateWatchId,
+                Code::Unknown,
+                "mvcc: duplicate watch ID provided on the WatchStream",
             ),
         ];
         for (err, code, message) in table {

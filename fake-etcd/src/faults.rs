@@ -125,31 +125,33 @@ const ALL: [Rpc; 15] = [
 /// assert_eq!(status.message(), "etcdserver: request timed out");
 /// ```
 pub mod errors {
-    use tonic::{Code, Status};
+    use tonic::Status;
+
+    use crate::error::EtcdError;
 
     /// `Unavailable "etcdserver: request timed out"`.
     pub fn request_timed_out() -> Status {
-        Status::new(Code::Unavailable, "etcdserver: request timed out")
+        EtcdError::RequestTimedOut.into()
     }
 
     /// `Unavailable "etcdserver: leader changed"`.
     pub fn leader_changed() -> Status {
-        Status::new(Code::Unavailable, "etcdserver: leader changed")
+        EtcdError::LeaderChanged.into()
     }
 
     /// `Unavailable "etcdserver: no leader"`.
     pub fn no_leader() -> Status {
-        Status::new(Code::Unavailable, "etcdserver: no leader")
+        EtcdError::NoLeader.into()
     }
 
     /// `Unavailable "etcdserver: server stopped"`.
     pub fn server_stopped() -> Status {
-        Status::new(Code::Unavailable, "etcdserver: server stopped")
+        EtcdError::ServerStopped.into()
     }
 
     /// `ResourceExhausted "etcdserver: too many requests"`.
     pub fn too_many_requests() -> Status {
-        Status::new(Code::ResourceExhausted, "etcdserver: too many requests")
+        EtcdError::TooManyRequests.into()
     }
 }
 

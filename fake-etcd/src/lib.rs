@@ -21,29 +21,46 @@
 //! - `kv`: what KV requests mean: validation, then application to the store.
 //! - `lease`: the lessor, with its deadline queue.
 //! - `clock`: where time comes from ([`TimeSource`]).
-//! - `core`: one member's state behind one lock, its identity and alarms.
-//! - `watch`: watch streams, the index of watchers, catch-up and progress.
-//! - `service`: tonic glue, one module per etcd service, and request limits.
-//! - `server`: [`FakeEtcd`], its builder, and the test's controls.
+//! - `watch`: the watch hub: watchers, their index, catch-up and progress,
+//!   speaking in `WatchResponse`s.
+//! - `core`: everything a request may change (store, lessor, watch hub,
+//!   raft term and index, alarms), synchronous, with no gRPC in it.
+//! - `header`: what a response header holds, built in one place.
+//! - `limits`: etcd's request size limits.
+//! - `member`: one member above its core: identity, clock, faults,
+//!   listeners, and [`apply`](member::Member::apply), the one way a request
+//!   reaches the core.
+//! - `service`: tonic glue, one module per etcd service, and the request
+//!   pipeline they share (decode, validate, authorize, apply, respond).
+//! - `pipe`: in-process connections, with no socket under them.
 //! - `net`: the gRPC server, background tasks, connections that obey faults.
-//! - [`control`]: the controls over HTTP, for the binary and other languages.
+//! - `server`: [`FakeEtcd`], its builder, and the test's controls.
+//! - `control` (feature `control`, on by default): the controls over HTTP,
+//!   for the binary and other languages.
 //! - `bridge`: [`Bridge`], a TCP proxy with switches, for any etcd.
 //! - `faults`: injected errors and latency ([`Rpc`], [`errors`]), stream and
 //!   connection switches.
 //! - `error`: etcd's errors and their exact gRPC form.
 
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bridge;
 mod clock;
+#[cfg(feature = "control")]
+#[cfg_attr(docsrs, doc(cfg(feature = "control")))]
 pub mod control;
 mod core;
 mod error;
 mod faults;
+mod header;
 mod kv;
 mod lease;
+mod limits;
+mod member;
 mod mvcc;
 mod net;
+mod pipe;
 mod revision;
 mod server;
 mod service;
@@ -52,4 +69,4 @@ mod watch;
 pub use bridge::Bridge;
 pub use clock::TimeSource;
 pub use faults::{errors, Rpc};
-pub use server::{FakeEtcd, FakeEtcdBuilder, LeaseInfo};
+pub use server::{ControlError, FakeEtcd, FakeEtcdBuilder, KeyAndValue, LeaseInfo};

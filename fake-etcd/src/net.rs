@@ -11,7 +11,7 @@
 //! reading and writing while the member is paused.
 //!
 //! Besides its TCP listener, each incarnation accepts in-process
-//! connections: [`InProcessListener`] hands it one end of an in-memory
+//! connections: [`InProcessListener`](crate::pipe::InProcessListener) hands it one end of an in-memory
 //! duplex pipe per connection (see [`FakeEtcd::in_process_channel`]). They
 //! go through the same [`Connection`] wrapper, so every fault applies to
 //! them as to sockets.
@@ -22,7 +22,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use etcd_proto::etcdserverpb::{
@@ -31,16 +31,16 @@ use etcd_proto::etcdserverpb::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream, WatchStream};
+use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::either::Either;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 
-use crate::core::Shared;
 use crate::faults::InjectFaults;
+use crate::member::Member;
+use crate::pipe::InProcessIncoming;
 use crate::service::{
     cluster::ClusterService, kv::KvService, lease::LeaseService, limits::GrpcGoLimitErrors,
     limits::MAX_RECV_BYTES, maintenance::MaintenanceService, watch::WatchService,
@@ -48,19 +48,25 @@ use crate::service::{
 
 /// Starts the tasks a member runs for its whole life, whatever its server
 /// does: timers (for clocks that move by themselves) and the watch syncer.
-pub(crate) fn spawn_member_tasks(shared: &Arc<Shared>, member: &CancellationToken) {
-    if shared.clock.moves_by_itself() {
-        tokio::spawn(run_timers_on_time(Arc::clone(shared), member.clone()));
+pub(crate) fn spawn_member_tasks(member: &Arc<Member>, lifetime: &CancellationToken) {
+    if member.clock.moves_by_itself() {
+        tokio::spawn(run_timers_on_time(Arc::clone(member), lifetime.clone()));
     }
-    tokio::spawn(sync_lagging_watchers(Arc::clone(shared), member.clone()));
+    tokio::spawn(sync_lagging_watchers(Arc::clone(member), lifetime.clone()));
 }
 
 /// Serves the member's gRPC services on `listener` and on the in-process
 /// `pipes` until `incarnation` is cancelled; every connection breaks then.
+///
+/// # Errors
+///
+/// If the listener fails for good (an accept error that no retry can cure,
+/// such as a socket shut down under it): the incarnation is cancelled, so
+/// every connection breaks too, and the error is returned.
 pub(crate) async fn serve_grpc(
     listener: TcpListener,
     pipes: InProcessIncoming,
-    shared: Arc<Shared>,
+    member: Arc<Member>,
     incarnation: CancellationToken,
 ) -> io::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -68,61 +74,113 @@ pub(crate) async fn serve_grpc(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    shared.faults.new_generation(&incarnation);
+    member.faults.new_generation(&incarnation);
+    // tonic logs an accept error and carries on; one that can never clear
+    // would leave a server that looks alive and answers nothing, so it ends
+    // the incarnation instead, and is reported.
+    let listener_failure = Arc::new(std::sync::Mutex::new(None));
     let sockets = {
-        let shared = Arc::clone(&shared);
-        TcpListenerStream::new(listener).map(move |stream| {
-            let stream = stream?;
-            // Small requests and responses must not wait for Nagle's delay.
-            stream.set_nodelay(true)?;
-            Ok::<_, io::Error>(Connection::new(Either::Left(stream), &shared))
+        let member = Arc::clone(&member);
+        let listener_failure = Arc::clone(&listener_failure);
+        let incarnation = incarnation.clone();
+        TcpListenerStream::new(listener).map_while(move |stream| match stream {
+            Err(err) if !accept_error_is_transient(&err) => {
+                *listener_failure
+                    .lock()
+                    .unwrap_or_else(|p: std::sync::PoisonError<_>| p.into_inner()) = Some(err);
+                incarnation.cancel();
+                None
+            }
+            Err(err) => Some(Err(err)),
+            Ok(stream) => Some(
+                // Small requests and responses must not wait for Nagle's delay.
+                stream
+                    .set_nodelay(true)
+                    .map(|()| Connection::new(Either::Left(stream), &member)),
+            ),
         })
     };
     let pipes = {
-        let shared = Arc::clone(&shared);
-        pipes.map(move |pipe| Ok(Connection::new(Either::Right(pipe), &shared)))
+        let member = Arc::clone(&member);
+        pipes.map(move |pipe| Ok(Connection::new(Either::Right(pipe), &member)))
     };
     let connections = sockets.merge(pipes);
 
     Server::builder()
         .layer(GrpcGoLimitErrors)
         .layer(InjectFaults {
-            faults: Arc::clone(&shared.faults),
+            faults: Arc::clone(&member.faults),
         })
         .add_service(health)
         .add_service(
-            KvServer::new(KvService::new(Arc::clone(&shared)))
+            KvServer::new(KvService::new(Arc::clone(&member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .add_service(
-            MaintenanceServer::new(MaintenanceService::new(Arc::clone(&shared)))
+            MaintenanceServer::new(MaintenanceService::new(Arc::clone(&member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .add_service(
-            WatchServer::new(WatchService::new(Arc::clone(&shared)))
+            WatchServer::new(WatchService::new(Arc::clone(&member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .add_service(
-            LeaseServer::new(LeaseService::new(Arc::clone(&shared)))
+            LeaseServer::new(LeaseService::new(Arc::clone(&member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .add_service(
-            ClusterServer::new(ClusterService::new(shared))
+            ClusterServer::new(ClusterService::new(member))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .serve_with_incoming_shutdown(connections, incarnation.cancelled_owned())
         .await
-        .map_err(io::Error::other)
+        .map_err(io::Error::other)?;
+    let failure = listener_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match failure {
+        Some(err) => Err(io::Error::new(
+            err.kind(),
+            format!("the client listener failed: {err}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether an accept error concerns one connection (or a passing shortage)
+/// and the listener can go on, rather than the listener itself.
+fn accept_error_is_transient(err: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        err.kind(),
+        ConnectionAborted
+            | ConnectionReset
+            | ConnectionRefused
+            | Interrupted
+            | WouldBlock
+            | TimedOut
+            | OutOfMemory
+            | QuotaExceeded
+    ) || err.raw_os_error().is_some_and(is_resource_shortage)
+}
+
+/// ENOMEM, ENFILE, EMFILE (the same numbers on Linux and the BSDs) and
+/// ENOBUFS: too many files or too little memory for now; accepting may work
+/// again once connections close.
+fn is_resource_shortage(errno: i32) -> bool {
+    const ENOBUFS: i32 = if cfg!(target_os = "linux") { 105 } else { 55 };
+    matches!(errno, 12 | 23 | 24) || errno == ENOBUFS
 }
 
 /// Catches up watchers that fell behind, whenever their stream has made
 /// room in its outbox.
-async fn sync_lagging_watchers(shared: Arc<Shared>, member: CancellationToken) {
+async fn sync_lagging_watchers(member: Arc<Member>, lifetime: CancellationToken) {
     loop {
         // A stream that drains wakes this at once; as in etcd, anything
         // still waiting is retried every 100 ms too, so a wakeup lost to a
         // race costs a delay, never a stuck watcher.
-        let waiting = shared.lock().watchers.has_unsynced();
+        let waiting = member.lock().watchers.has_unsynced();
         let retry = async {
             if waiting {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -131,80 +189,34 @@ async fn sync_lagging_watchers(shared: Arc<Shared>, member: CancellationToken) {
             }
         };
         tokio::select! {
-            () = member.cancelled() => return,
-            () = shared.watch_sync.notified() => {}
+            () = lifetime.cancelled() => return,
+            () = member.watch_sync.notified() => {}
             () = retry => {}
         }
-        let mut core = shared.lock();
-        let core = &mut *core;
-        let ctx = crate::watch::Context {
-            store: &core.store,
-            raft_term: core.raft_term,
-        };
-        core.watchers.sync(ctx);
+        member.lock().sync_watchers();
     }
 }
 
 /// Runs lease expiry and progress notifications when they fall due, for
 /// clocks that move by themselves: sleeps until the earliest deadline, or
 /// until a grant may have made an earlier one.
-async fn run_timers_on_time(shared: Arc<Shared>, member: CancellationToken) {
+async fn run_timers_on_time(member: Arc<Member>, lifetime: CancellationToken) {
     loop {
         let next = {
-            let mut core = shared.lock();
-            core.run_timers(shared.clock.now());
+            let mut core = member.lock();
+            core.run_timers(member.clock.now());
             core.next_timer()
         };
         let due = async {
             match next {
-                Some(deadline) => shared.clock.sleep_until(deadline).await,
+                Some(deadline) => member.clock.sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            () = member.cancelled() => return,
+            () = lifetime.cancelled() => return,
             () = due => {}
-            () = shared.expiry_wakeup.notified() => {}
-        }
-    }
-}
-
-/// How big an in-process pipe's buffer is, each way: a writer waits when it
-/// is full, as on a socket.
-const PIPE_BUFFER: usize = 256 * 1024;
-
-/// The in-process connections an incarnation accepts.
-pub(crate) type InProcessIncoming = UnboundedReceiverStream<DuplexStream>;
-
-/// The in-process counterpart of the TCP listener: the incarnation now
-/// serving takes the server ends of in-memory pipes from it. Between
-/// incarnations (during a restart) a connection is refused, as a closed
-/// port refuses one.
-#[derive(Debug, Default)]
-pub(crate) struct InProcessListener {
-    serving: Mutex<Option<mpsc::UnboundedSender<DuplexStream>>>,
-}
-
-impl InProcessListener {
-    /// Starts taking connections for a new incarnation, at once (before its
-    /// task runs: a client may connect as soon as `start` returns). The
-    /// previous incarnation's stream ends when it drops it.
-    pub(crate) fn listen(&self) -> InProcessIncoming {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
-        UnboundedReceiverStream::new(receiver)
-    }
-
-    /// Opens a connection: the client's end of a fresh pipe.
-    pub(crate) fn connect(&self) -> io::Result<DuplexStream> {
-        let (client, server) = tokio::io::duplex(PIPE_BUFFER);
-        let serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        match serving.as_ref().map(|incarnation| incarnation.send(server)) {
-            Some(Ok(())) => Ok(client),
-            _ => Err(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                "fake-etcd is not serving",
-            )),
+            () = member.timer_wakeup.notified() => {}
         }
     }
 }
@@ -228,11 +240,11 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn new(stream: Either<TcpStream, DuplexStream>, shared: &Shared) -> Self {
+    fn new(stream: Either<TcpStream, DuplexStream>, member: &Member) -> Self {
         Self {
             stream,
-            closed: Box::pin(shared.faults.connection_token().cancelled_owned()),
-            pause_switch: WatchStream::new(shared.faults.paused.subscribe()),
+            closed: Box::pin(member.faults.connection_token().cancelled_owned()),
+            pause_switch: WatchStream::new(member.faults.paused.subscribe()),
             paused: false,
         }
     }

@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::clock::{Clock, TimeSource};
-use crate::core::{
-    Identity, Shared, DEFAULT_CLUSTER_ID, DEFAULT_MEMBER_ID, DEFAULT_PROGRESS_INTERVAL,
-};
+use crate::error::EtcdError;
 use crate::faults::Rpc;
+use crate::member::{
+    Identity, Member, DEFAULT_CLUSTER_ID, DEFAULT_MEMBER_ID, DEFAULT_PROGRESS_INTERVAL,
+};
 use crate::net;
+use crate::watch::{MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL};
 
 /// A running fake etcd member, listening on a loopback port.
 ///
@@ -47,11 +49,21 @@ use crate::net;
 #[derive(Debug)]
 pub struct FakeEtcd {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    member: Arc<Member>,
     /// Cancelled when the handle is dropped: ends everything.
-    member: CancellationToken,
+    lifetime: CancellationToken,
     /// The server now running; replaced by a restart.
     serving: Mutex<Incarnation>,
+    /// Why the server stopped, once it has stopped without being asked to.
+    failure: tokio::sync::watch::Sender<Option<ServerFailure>>,
+}
+
+/// A server failure, kept to be handed to every caller of
+/// [`FakeEtcd::failure`].
+#[derive(Debug, Clone)]
+struct ServerFailure {
+    kind: io::ErrorKind,
+    message: String,
 }
 
 #[derive(Debug)]
@@ -110,10 +122,10 @@ impl FakeEtcd {
     /// socket (a TCP proxy such as [`Bridge`](crate::Bridge) in between),
     /// use [`FakeEtcd::endpoint`].
     pub fn in_process_channel(&self) -> tonic::transport::Channel {
-        let shared = Arc::downgrade(&self.shared);
+        let member = Arc::downgrade(&self.member);
         let connector = tower::service_fn(move |_: http::Uri| {
-            let pipe = match shared.upgrade() {
-                Some(shared) => shared.in_process.connect(),
+            let pipe = match member.upgrade() {
+                Some(member) => member.in_process.connect(),
                 None => Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     "fake-etcd was dropped",
@@ -127,14 +139,18 @@ impl FakeEtcd {
 
     /// The current revision of the store.
     pub fn revision(&self) -> i64 {
-        self.shared.lock().store.revision()
+        self.member.lock().store.revision()
     }
 
     /// The keys that start with `prefix`, with their values, as they were
     /// at `revision` (0 or less: now, as a range takes it), in key order;
     /// read straight from the store, past any injected fault or pause: for
-    /// a test's assertions. `None` if that revision is compacted or not
-    /// written yet.
+    /// a test's assertions.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::Compacted`] or [`ControlError::FutureRevision`] if
+    /// that revision is not readable, as a range at it would fail.
     ///
     /// # Example
     ///
@@ -146,9 +162,9 @@ impl FakeEtcd {
     /// let first = client.put("svc/a", "1", None).await?.header().unwrap().revision();
     /// client.put("svc/b", "2", None).await?;
     ///
-    /// let then = etcd.read_prefix("svc/", first).unwrap();
+    /// let then = etcd.read_prefix("svc/", first)?;
     /// assert_eq!(then, vec![(b"svc/a".to_vec(), b"1".to_vec())]);
-    /// assert_eq!(etcd.read_prefix("svc/", 0).unwrap().len(), 2);
+    /// assert_eq!(etcd.read_prefix("svc/", 0)?.len(), 2);
     /// # Ok(())
     /// # }
     /// ```
@@ -156,45 +172,51 @@ impl FakeEtcd {
         &self,
         prefix: impl AsRef<[u8]>,
         revision: i64,
-    ) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Vec<KeyAndValue>, ControlError> {
         let prefix = bytes::Bytes::copy_from_slice(prefix.as_ref());
         let end = crate::watch::prefix_end(&prefix).unwrap_or_else(|| vec![0]);
         let range = crate::mvcc::KeyRange::new(&prefix, &bytes::Bytes::from(end));
-        let core = self.shared.lock();
+        let core = self.member.lock();
         let store = &core.store;
-        let revision = if revision <= 0 {
-            store.revision()
-        } else {
-            revision
-        };
-        if revision < store.compact_revision() || revision > store.revision() {
-            return None;
+        let current = store.revision();
+        let revision = if revision <= 0 { current } else { revision };
+        if revision < store.compact_revision() {
+            return Err(ControlError::Compacted {
+                requested: revision,
+                compacted: store.compact_revision(),
+            });
         }
-        Some(
-            store
-                .range_at(&range, revision)
-                .map(|kv| (kv.key.to_vec(), kv.value.to_vec()))
-                .collect(),
-        )
+        if revision > current {
+            return Err(ControlError::FutureRevision {
+                requested: revision,
+                current,
+            });
+        }
+        Ok(store
+            .range_at(&range, revision)
+            .map(|kv| (kv.key.to_vec(), kv.value.to_vec()))
+            .collect())
     }
 
     /// How many watchers are open, on all watch streams: for tests that
     /// check their code cancels what it watches.
     pub fn watcher_count(&self) -> usize {
-        self.shared.lock().watchers.watcher_count()
+        self.member.lock().watchers.watcher_count()
     }
 
     /// Moves the member's clock forward by `by` and expires every lease that
     /// falls due, soonest deadline first, before returning: a 30 s lease
     /// is gone, with its keys, as soon as `advance(31 s)` returns.
     ///
-    /// With [`TimeSource::Tokio`] this advances tokio's paused clock (so the
-    /// client's timers move too).
+    /// With [`TimeSource::Tokio`] this sleeps for `by` on tokio's clock:
+    /// under `#[tokio::test(start_paused = true)]` the runtime's
+    /// auto-advance gets there at once, and every timer on the way (the
+    /// client's keepalives and retries too) fires at its own time, in order.
+    /// On a runtime whose clock is not paused, that is a real wait.
     ///
     /// # Panics
     ///
-    /// With [`TimeSource::Real`], whose time cannot be moved; and with
-    /// [`TimeSource::Tokio`] if tokio's clock is not paused.
+    /// With [`TimeSource::Real`], whose time cannot be moved.
     ///
     /// # Example
     ///
@@ -215,19 +237,23 @@ impl FakeEtcd {
     /// # }
     /// ```
     pub async fn advance(&self, by: Duration) {
-        match &self.shared.clock {
+        match &self.member.clock {
             Clock::Virtual { .. } => {
-                self.shared.clock.advance_virtual(by);
+                self.member.clock.advance_virtual(by);
             }
-            Clock::Tokio { .. } => tokio::time::advance(by).await,
+            // tokio's own advice for moving a paused clock so that every
+            // timer on the way fires in order (the client's keepalives
+            // included): sleep, and let the runtime's auto-advance get
+            // there at once.
+            Clock::Tokio { .. } => tokio::time::sleep(by).await,
             Clock::Real { .. } => panic!("FakeEtcd::advance: real time cannot be advanced; use TimeSource::Virtual or TimeSource::Tokio"),
         }
-        self.shared.lock().run_timers(self.shared.clock.now());
+        self.member.lock().run_timers(self.member.clock.now());
     }
 
     /// Where the member's time comes from.
     pub fn time_source(&self) -> TimeSource {
-        match self.shared.clock {
+        match self.member.clock {
             Clock::Virtual { .. } => TimeSource::Virtual,
             Clock::Real { .. } => TimeSource::Real,
             Clock::Tokio { .. } => TimeSource::Tokio,
@@ -236,22 +262,27 @@ impl FakeEtcd {
 
     /// Time on the member's clock since it started.
     pub fn elapsed(&self) -> Duration {
-        self.shared.clock.now()
+        self.member.clock.now()
     }
 
     /// Expires a lease now, as etcd does when its TTL lapses: its keys are
-    /// deleted in one revision. Returns `false` if there is no such lease.
-    pub fn expire_lease(&self, id: i64) -> bool {
-        let mut core = self.shared.lock();
-        // As an expiry in etcd: a revoke proposed through raft.
-        core.record_raft_entry();
-        core.revoke(id).is_ok()
+    /// deleted in one revision, and watchers see the DELETE events.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::NoSuchLease`] if the lease was never granted, or is
+    /// already revoked or expired.
+    pub fn expire_lease(&self, id: i64) -> Result<(), ControlError> {
+        self.member
+            .lock()
+            .expire(id)
+            .map_err(|_| ControlError::NoSuchLease(id))
     }
 
     /// A lease's state, for assertions; `None` if it does not exist.
     pub fn lease(&self, id: i64) -> Option<LeaseInfo> {
-        let now = self.shared.clock.now();
-        self.shared
+        let now = self.member.clock.now();
+        self.member
             .lock()
             .lessor
             .get(id)
@@ -260,8 +291,8 @@ impl FakeEtcd {
 
     /// Every lease, soonest expiry first.
     pub fn leases(&self) -> Vec<LeaseInfo> {
-        let now = self.shared.clock.now();
-        self.shared
+        let now = self.member.clock.now();
+        self.member
             .lock()
             .lessor
             .by_deadline()
@@ -269,6 +300,9 @@ impl FakeEtcd {
             .collect()
     }
 }
+
+/// A key and its value, as [`FakeEtcd::read_prefix`] returns them.
+pub type KeyAndValue = (Vec<u8>, Vec<u8>);
 
 /// A lease as the member sees it (see [`FakeEtcd::lease`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,14 +333,14 @@ impl FakeEtcd {
     /// The seed of the member's random faults (see
     /// [`FakeEtcd::fail_randomly`]); print it to replay a run.
     pub fn seed(&self) -> u64 {
-        self.shared.faults.seed
+        self.member.faults.seed
     }
 
     /// Breaks every client connection now. The member keeps listening, so
     /// clients reconnect; every stream they had (watch, keepalive) is gone.
     pub fn drop_connections(&self) {
         let serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        self.shared.faults.drop_connections(&serving.token);
+        self.member.faults.drop_connections(&serving.token);
     }
 
     /// Stops answering, without closing anything: connections neither read
@@ -314,12 +348,12 @@ impl FakeEtcd {
     /// network partition as a client sees it. Undone by
     /// [`FakeEtcd::resume`].
     pub fn pause(&self) {
-        self.shared.faults.paused.send_replace(true);
+        self.member.faults.paused.send_replace(true);
     }
 
     /// Ends a [`FakeEtcd::pause`]: everything held goes through.
     pub fn resume(&self) {
-        self.shared.faults.paused.send_replace(false);
+        self.member.faults.paused.send_replace(false);
     }
 
     /// Restarts the member: the server stops (every connection and stream
@@ -341,26 +375,32 @@ impl FakeEtcd {
             // The old listener must be closed before the address is bound.
             let _ = task.await;
         }
-        {
-            let mut core = self.shared.lock();
-            core.raft_term += 1;
-            core.lessor.renew_all(self.shared.clock.now());
-        }
+        self.member.lock().change_leader(self.member.clock.now());
         let listener = TcpListener::bind(self.addr).await?;
-        let pipes = self.shared.in_process.listen();
-        let token = self.member.child_token();
-        let task = tokio::spawn(net::serve_grpc(
-            listener,
-            pipes,
-            Arc::clone(&self.shared),
-            token.clone(),
-        ));
-        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Incarnation {
-            token,
-            task: Some(task),
-        };
-        self.shared.expiry_wakeup.notify_one();
+        let incarnation =
+            spawn_incarnation(listener, &self.member, &self.lifetime, self.failure.clone());
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = incarnation;
+        self.member.timer_wakeup.notify_one();
         Ok(())
+    }
+
+    /// Waits until the member's server stops without being asked to (its
+    /// listener can no longer accept connections, or its task ended), and
+    /// returns why. While the member serves it never returns, so a program
+    /// can wait on it beside its own shutdown signal, as
+    /// [`FakeEtcdBuilder::serve`] and the binary do.
+    pub async fn failure(&self) -> io::Error {
+        let mut failure = self.failure.subscribe();
+        let failure = match failure.wait_for(Option::is_some).await {
+            Ok(failure) => failure.clone(),
+            // The handle holds the sender: this cannot happen while `self`
+            // lives, but a value is owed all the same.
+            Err(_) => None,
+        };
+        match failure {
+            Some(f) => io::Error::new(f.kind, f.message),
+            None => io::Error::other("fake-etcd's server stopped"),
+        }
     }
 
     /// Fails the next `count` calls of `rpc` with `status` (see
@@ -383,19 +423,19 @@ impl FakeEtcd {
     /// # }
     /// ```
     pub fn fail_next(&self, rpc: Rpc, count: usize, status: Status) {
-        self.shared.faults.fail(rpc, Some(count), None, status);
+        self.member.faults.fail(rpc, Some(count), None, status);
     }
 
     /// Fails every call of `rpc` with `status` until
     /// [`FakeEtcd::clear_faults`].
     pub fn fail_always(&self, rpc: Rpc, status: Status) {
-        self.shared.faults.fail(rpc, None, None, status);
+        self.member.faults.fail(rpc, None, None, status);
     }
 
     /// Fails each call of `rpc` with probability `probability`, drawn from
     /// the member's seeded generator ([`FakeEtcdBuilder::seed`]).
     pub fn fail_randomly(&self, rpc: Rpc, probability: f64, status: Status) {
-        self.shared
+        self.member
             .faults
             .fail(rpc, None, Some(probability), status);
     }
@@ -403,52 +443,66 @@ impl FakeEtcd {
     /// Delays every call of `rpc` by `by` (real time, or tokio's paused time)
     /// until [`FakeEtcd::clear_faults`].
     pub fn delay(&self, rpc: Rpc, by: Duration) {
-        self.shared.faults.delay(rpc, by);
+        self.member.faults.delay(rpc, by);
     }
 
     /// Removes every injected error and delay.
     pub fn clear_faults(&self) {
-        self.shared.faults.clear();
+        self.member.faults.clear();
     }
 
     /// Stops delivering watch responses (the streams stay open; events are
     /// kept and arrive after [`FakeEtcd::unstall_watches`], as from a slow
     /// network).
     pub fn stall_watches(&self) {
-        self.shared.faults.watches_stalled.send_replace(true);
+        self.member.faults.watches_stalled.send_replace(true);
     }
 
     /// Ends a [`FakeEtcd::stall_watches`].
     pub fn unstall_watches(&self) {
-        self.shared.faults.watches_stalled.send_replace(false);
+        self.member.faults.watches_stalled.send_replace(false);
     }
 
     /// Ends every open watch stream with `status`.
     pub fn end_watch_streams(&self, status: Status) {
-        let _ = self.shared.faults.end_watches.send(status);
+        let _ = self.member.faults.end_watches.send(status);
     }
 
     /// Ends every open lease keepalive stream with `status`.
     pub fn end_keepalive_streams(&self, status: Status) {
-        let _ = self.shared.faults.end_keepalives.send(status);
+        let _ = self.member.faults.end_keepalives.send(status);
     }
 
     /// Compacts the history at `revision`, as `etcdctl compaction` would: a
     /// watcher that resumes from before it is told its history is gone.
-    /// Returns `false` if etcd would refuse (at or below the last compaction,
-    /// or in the future).
-    pub fn compact(&self, revision: i64) -> bool {
-        let mut core = self.shared.lock();
+    ///
+    /// # Errors
+    ///
+    /// As etcd refuses: [`ControlError::Compacted`] at or below the last
+    /// compaction, [`ControlError::FutureRevision`] past the current
+    /// revision.
+    pub fn compact(&self, revision: i64) -> Result<(), ControlError> {
+        let mut core = self.member.lock();
         core.record_raft_entry();
-        core.store.compact(revision).is_ok()
+        let (compacted, current) = (core.store.compact_revision(), core.store.revision());
+        core.store.compact(revision).map_err(|err| match err {
+            EtcdError::FutureRevision => ControlError::FutureRevision {
+                requested: revision,
+                current,
+            },
+            _ => ControlError::Compacted {
+                requested: revision,
+                compacted,
+            },
+        })
     }
 
     /// Raises the NOSPACE alarm: writes that store data fail with etcd's
     /// "database space exceeded" until [`FakeEtcd::disarm_no_space`] (or an
     /// `etcdctl alarm disarm`).
     pub fn raise_no_space(&self) {
-        let member = self.shared.identity.member_id;
-        let mut core = self.shared.lock();
+        let member = self.member.identity.member_id;
+        let mut core = self.member.lock();
         use etcd_proto::etcdserverpb::alarm_request::AlarmAction;
         core.alarm(
             AlarmAction::Activate as i32,
@@ -459,8 +513,8 @@ impl FakeEtcd {
 
     /// Clears the NOSPACE alarm.
     pub fn disarm_no_space(&self) {
-        let member = self.shared.identity.member_id;
-        let mut core = self.shared.lock();
+        let member = self.member.identity.member_id;
+        let mut core = self.member.lock();
         use etcd_proto::etcdserverpb::alarm_request::AlarmAction;
         core.alarm(
             AlarmAction::Deactivate as i32,
@@ -473,20 +527,57 @@ impl FakeEtcd {
     /// new leader does, every lease is renewed to its full TTL. A single
     /// member stays leader, so streams go on, as they do on etcd.
     pub fn change_leader(&self) {
-        let mut core = self.shared.lock();
-        core.raft_term += 1;
-        core.lessor.renew_all(self.shared.clock.now());
+        self.member.lock().change_leader(self.member.clock.now());
     }
 
     /// The current raft term.
     pub fn raft_term(&self) -> u64 {
-        self.shared.lock().raft_term
+        self.member.lock().raft_term
     }
 }
 
 impl Drop for FakeEtcd {
     fn drop(&mut self) {
-        self.member.cancel();
+        self.lifetime.cancel();
+    }
+}
+
+/// Starts one incarnation of the member's server on `listener` (and its
+/// in-process listener), under `lifetime`. If it stops when its token was
+/// not cancelled, `failure` says why.
+fn spawn_incarnation(
+    listener: TcpListener,
+    member: &Arc<Member>,
+    lifetime: &CancellationToken,
+    failure: tokio::sync::watch::Sender<Option<ServerFailure>>,
+) -> Incarnation {
+    let pipes = member.in_process.listen();
+    let token = lifetime.child_token();
+    let server = tokio::spawn(net::serve_grpc(
+        listener,
+        pipes,
+        Arc::clone(member),
+        token.clone(),
+    ));
+    let asked_to_stop = token.clone();
+    let task = tokio::spawn(async move {
+        let outcome = match server.await {
+            Ok(Ok(())) if asked_to_stop.is_cancelled() => return Ok(()),
+            Ok(Ok(())) => io::Error::other("fake-etcd's gRPC server stopped accepting connections"),
+            Ok(Err(err)) => err,
+            Err(join) if join.is_panic() => io::Error::other("fake-etcd's gRPC server panicked"),
+            Err(_) => return Ok(()),
+        };
+        tracing::error!(error = %outcome, "the server failed");
+        failure.send_replace(Some(ServerFailure {
+            kind: outcome.kind(),
+            message: outcome.to_string(),
+        }));
+        Err(outcome)
+    });
+    Incarnation {
+        token,
+        task: Some(task),
     }
 }
 
@@ -525,7 +616,8 @@ impl FakeEtcdBuilder {
     }
 
     /// How often watchers that asked for progress notifications get one
-    /// (etcd's 10 minutes unless set), on the member's clock.
+    /// (etcd's 10 minutes unless set), on the member's clock: from 1 ms to
+    /// 365 days, or [`FakeEtcdBuilder::start`] refuses it.
     pub fn progress_notify_interval(mut self, interval: Duration) -> Self {
         self.progress_notify_interval = Some(interval);
         self
@@ -574,7 +666,9 @@ impl FakeEtcdBuilder {
     ///
     /// # Errors
     ///
-    /// If no listener was given and no loopback port can be bound.
+    /// If no listener was given and no loopback port can be bound; with
+    /// [`io::ErrorKind::InvalidInput`] if an option is out of range (a
+    /// progress notify interval outside 1 ms to 365 days).
     pub async fn start(self) -> io::Result<FakeEtcd> {
         let listener = match self.listener {
             Some(listener) => listener,
@@ -596,29 +690,23 @@ impl FakeEtcdBuilder {
         let progress = self
             .progress_notify_interval
             .unwrap_or(DEFAULT_PROGRESS_INTERVAL);
+        check_progress_interval(progress)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let seed = self
             .seed
             .or_else(seed_from_env)
             .unwrap_or_else(seed_from_clock);
-        let shared = Arc::new(Shared::new(identity, Clock::new(self.time), progress, seed));
-        let member = CancellationToken::new();
-        net::spawn_member_tasks(&shared, &member);
-        let pipes = shared.in_process.listen();
-        let token = member.child_token();
-        let task = tokio::spawn(net::serve_grpc(
-            listener,
-            pipes,
-            Arc::clone(&shared),
-            token.clone(),
-        ));
+        let member = Arc::new(Member::new(identity, Clock::new(self.time), progress, seed));
+        let lifetime = CancellationToken::new();
+        net::spawn_member_tasks(&member, &lifetime);
+        let failure = tokio::sync::watch::Sender::new(None);
+        let serving = spawn_incarnation(listener, &member, &lifetime, failure.clone());
         Ok(FakeEtcd {
             addr,
-            shared,
             member,
-            serving: Mutex::new(Incarnation {
-                token,
-                task: Some(task),
-            }),
+            lifetime,
+            serving: Mutex::new(serving),
+            failure,
         })
     }
 
@@ -631,9 +719,52 @@ impl FakeEtcdBuilder {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let etcd = self.start().await?;
         tracing::info!(endpoint = %etcd.endpoint(), seed = etcd.seed(), "serving etcd v3 API");
-        shutdown.await;
-        tracing::info!("shutting down");
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+            failure = etcd.failure() => Err(failure),
+        }
+    }
+}
+
+/// Why a control on a [`FakeEtcd`] (or an option of its builder) was
+/// refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No such lease: never granted, or already revoked or expired.
+    #[error("no lease {0} (never granted, or revoked or expired)")]
+    NoSuchLease(i64),
+    /// The revision is at or below the last compaction.
+    #[error("revision {requested} is compacted (the last compaction was at {compacted})")]
+    Compacted {
+        /// The revision asked for.
+        requested: i64,
+        /// The revision of the last compaction.
+        compacted: i64,
+    },
+    /// The revision is past the current one.
+    #[error("revision {requested} is in the future (the store is at {current})")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's current revision.
+        current: i64,
+    },
+    /// A progress notify interval outside what the fake takes.
+    #[error("progress notify interval {0:?} is out of range: it must be from 1ms to 365 days")]
+    ProgressInterval(Duration),
+}
+
+/// Refuses a progress notify interval outside what the watch hub takes: a
+/// zero interval would tick on every advance forever.
+pub(crate) fn check_progress_interval(interval: Duration) -> Result<(), ControlError> {
+    if (MIN_PROGRESS_INTERVAL..=MAX_PROGRESS_INTERVAL).contains(&interval) {
         Ok(())
+    } else {
+        Err(ControlError::ProgressInterval(interval))
     }
 }
 

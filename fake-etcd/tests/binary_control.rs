@@ -143,3 +143,22 @@ async fn a_taken_port_is_refused_with_one_line() {
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_progress_interval_out_of_range_is_refused_with_one_line() {
+    for bad in ["0s", "400d", "soon"] {
+        let output: Output = Command::new(BINARY)
+            .args(["--experimental-watch-progress-notify-interval", bad])
+            .args(["--listen-client-urls", "http://127.0.0.1:0"])
+            .args(["--control-listen", "off"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--experimental-watch-progress-notify-interval"),
+            "{bad}: {stderr}"
+        );
+    }
+}

@@ -23,11 +23,20 @@ async fn a_watcher_resuming_below_a_compaction_is_told() {
         .unwrap()
         .revision();
     client.put("k", "2", None).await.unwrap();
-    assert!(etcd.compact(etcd.revision()));
-    assert!(
-        !etcd.compact(1),
+    let compacted = etcd.revision();
+    assert_eq!(etcd.compact(compacted), Ok(()));
+    assert_eq!(
+        etcd.compact(1),
+        Err(fake_etcd::ControlError::Compacted {
+            requested: 1,
+            compacted
+        }),
         "at or below the last compaction is refused"
     );
+    assert!(matches!(
+        etcd.compact(compacted + 10),
+        Err(fake_etcd::ControlError::FutureRevision { .. })
+    ));
     let mut watch = client
         .watch("k", Some(WatchOptions::new().with_start_revision(first)))
         .await

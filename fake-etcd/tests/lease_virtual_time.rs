@@ -60,8 +60,11 @@ async fn expire_lease_acts_now() {
     let etcd = FakeEtcd::start().await.unwrap();
     let mut client = connect(&etcd).await;
     let lease = put_on_new_lease(&mut client, "k", 3600).await;
-    assert!(etcd.expire_lease(lease));
-    assert!(!etcd.expire_lease(lease));
+    assert_eq!(etcd.expire_lease(lease), Ok(()));
+    assert_eq!(
+        etcd.expire_lease(lease),
+        Err(fake_etcd::ControlError::NoSuchLease(lease))
+    );
     assert!(client.get("k", None).await.unwrap().kvs().is_empty());
     assert_eq!(
         client.lease_time_to_live(lease, None).await.unwrap().ttl(),

@@ -78,3 +78,44 @@ async fn closing_a_stream_frees_its_watchers() {
         etcd.watcher_count()
     );
 }
+
+/// A zero interval once made `advance` spin forever, re-queuing a tick that
+/// was already due; out-of-range intervals are now refused where they are
+/// set.
+#[tokio::test]
+async fn a_progress_interval_out_of_range_is_refused() {
+    for interval in [Duration::ZERO, Duration::from_secs(366 * 24 * 3600)] {
+        let err = FakeEtcd::builder()
+            .progress_notify_interval(interval)
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("from 1ms to 365 days"),
+            "{interval:?}: {err}"
+        );
+    }
+}
+
+/// The shortest interval taken ticks once per advance, however far the
+/// advance goes.
+#[tokio::test]
+async fn the_shortest_progress_interval_ticks_once_per_advance() {
+    let etcd = FakeEtcd::builder()
+        .progress_notify_interval(Duration::from_millis(1))
+        .start()
+        .await
+        .unwrap();
+    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut stream = client
+        .watch("k", Some(WatchOptions::new().with_progress_notify()))
+        .await
+        .unwrap();
+    assert!(next(&mut stream).await.created());
+    tokio::time::timeout(PATIENCE, etcd.advance(Duration::from_secs(3600)))
+        .await
+        .expect("advance returns");
+    let progress = next(&mut stream).await;
+    assert!(progress.events().is_empty() && !progress.canceled());
+}

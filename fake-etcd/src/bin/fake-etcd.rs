@@ -37,6 +37,10 @@ struct Args {
     /// Seed for random fault injection (default: FAKE_ETCD_SEED, or the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// How often watchers that asked for progress notifications get one
+    /// (etcd's flag; from 1ms to 365 days).
+    #[arg(long, default_value = "10m", value_parser = progress_interval)]
+    experimental_watch_progress_notify_interval: std::time::Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -65,6 +69,19 @@ enum Command {
         /// take theirs bare.
         params: Vec<String>,
     },
+}
+
+fn progress_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = fake_etcd::control::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 10m, 30s or 500ms"))?;
+    if interval < std::time::Duration::from_millis(1)
+        || interval > std::time::Duration::from_secs(365 * 24 * 3600)
+    {
+        return Err(format!(
+            "{text} is out of range: it must be from 1ms to 365 days"
+        ));
+    }
+    Ok(interval)
 }
 
 fn listen_addr(url: &str) -> Result<SocketAddr, String> {
@@ -140,6 +157,7 @@ async fn serve(args: Args) -> ExitCode {
         .listener(listener)
         .name(args.name)
         .time(time)
+        .progress_notify_interval(args.experimental_watch_progress_notify_interval)
         .advertise_client_urls(args.advertise_client_urls);
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
@@ -155,12 +173,19 @@ async fn serve(args: Args) -> ExitCode {
         }
         tokio::spawn(fake_etcd::control::serve(Arc::clone(&etcd), listener));
     }
-    if tokio::signal::ctrl_c().await.is_err() {
-        // If Ctrl-C cannot be watched, serve until killed.
-        std::future::pending::<()>().await;
+    let interrupted = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // If Ctrl-C cannot be watched, serve until killed.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = interrupted => {
+            tracing::info!("shutting down");
+            ExitCode::SUCCESS
+        }
+        failure = etcd.failure() => fail(failure.to_string()),
     }
-    tracing::info!("shutting down");
-    ExitCode::SUCCESS
 }
 
 /// One control call: a plain HTTP/1.1 request, the JSON answer printed.

@@ -3,24 +3,24 @@
 use std::sync::Arc;
 
 use etcd_proto::etcdserverpb::{
-    cluster_server::Cluster, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
-    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    cluster_server::Cluster, Member as MemberEntry, MemberAddRequest, MemberAddResponse,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
 use tonic::{Request, Response, Status};
 
-use super::unimplemented;
-use crate::core::Shared;
+use super::{serve, unimplemented};
+use crate::member::{Applied, Member};
 
 /// The Cluster service of one member.
 #[derive(Debug, Clone)]
 pub(crate) struct ClusterService {
-    shared: Arc<Shared>,
+    member: Arc<Member>,
 }
 
 impl ClusterService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(member: Arc<Member>) -> Self {
+        Self { member }
     }
 }
 
@@ -30,46 +30,51 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("Cluster.MemberAdd"))
+        Err(unimplemented("MemberAdd"))
     }
 
     async fn member_remove(
         &self,
         _: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("Cluster.MemberRemove"))
+        Err(unimplemented("MemberRemove"))
     }
 
     async fn member_update(
         &self,
         _: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unimplemented("Cluster.MemberUpdate"))
+        Err(unimplemented("MemberUpdate"))
     }
 
     async fn member_list(
         &self,
-        _: Request<MemberListRequest>,
+        request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let identity = &self.shared.identity;
-        let core = self.shared.lock();
-        Ok(Response::new(MemberListResponse {
-            // etcd's MemberList header carries no revision.
-            header: self.shared.header_without_revision(&core),
-            members: vec![Member {
-                id: identity.member_id,
-                name: identity.name.clone(),
-                peer_ur_ls: identity.peer_urls.clone(),
-                client_ur_ls: identity.client_urls.clone(),
-                is_learner: false,
-            }],
-        }))
+        let identity = &self.member.identity;
+        let mut response = serve(&self.member, request, |_, _, _| {
+            Ok(Applied::response(MemberListResponse {
+                header: None,
+                members: vec![MemberEntry {
+                    id: identity.member_id,
+                    name: identity.name.clone(),
+                    peer_ur_ls: identity.peer_urls.clone(),
+                    client_ur_ls: identity.client_urls.clone(),
+                    is_learner: false,
+                }],
+            }))
+        })?;
+        // etcd's MemberList header carries no revision.
+        if let Some(header) = &mut response.get_mut().header {
+            header.revision = 0;
+        }
+        Ok(response)
     }
 
     async fn member_promote(
         &self,
         _: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unimplemented("Cluster.MemberPromote"))
+        Err(unimplemented("MemberPromote"))
     }
 }

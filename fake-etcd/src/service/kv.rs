@@ -1,4 +1,5 @@
-//! `etcdserverpb.KV`.
+//! `etcdserverpb.KV`: each RPC is what [`kv::apply`](crate::kv::apply)
+//! does, run through the [pipeline](super).
 
 use std::sync::Arc;
 
@@ -8,20 +9,19 @@ use etcd_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::check_raft_size;
-use crate::core::Shared;
-use crate::error::EtcdError;
-use crate::kv::{apply, validate};
+use super::serve;
+use crate::kv::apply;
+use crate::member::{Applied, Member};
 
 /// The KV service of one member.
 #[derive(Debug, Clone)]
 pub(crate) struct KvService {
-    shared: Arc<Shared>,
+    member: Arc<Member>,
 }
 
 impl KvService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(member: Arc<Member>) -> Self {
+        Self { member }
     }
 }
 
@@ -31,78 +31,45 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let req = request.into_inner();
-        validate::check_range(&req)?;
-        let core = self.shared.lock();
-        let mut resp = apply::range(&core.store, &req)?;
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, req, _| {
+            apply::range(&core.store, req).map(Applied::response)
+        })
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = request.into_inner();
-        validate::check_put(&req)?;
-        check_raft_size(&req)?;
-        let mut core = self.shared.lock();
-        core.record_raft_entry();
-        if core.no_space() {
-            return Err(EtcdError::NoSpace.into());
-        }
-        let (store, leases) = core.store_and_leases();
-        let (mut resp, events) = apply::put(store, leases, &req)?;
-        core.publish(&events);
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, req, _| {
+            let (store, leases) = core.store_and_leases();
+            let (response, events) = apply::put(store, leases, req)?;
+            Ok(Applied::with_events(response, events))
+        })
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let req = request.into_inner();
-        validate::check_delete(&req)?;
-        check_raft_size(&req)?;
-        let mut core = self.shared.lock();
-        core.record_raft_entry();
-        let (store, leases) = core.store_and_leases();
-        let (mut resp, events) = apply::delete_range(store, leases, &req);
-        core.publish(&events);
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, req, _| {
+            let (store, leases) = core.store_and_leases();
+            let (response, events) = apply::delete_range(store, leases, req);
+            Ok(Applied::with_events(response, events))
+        })
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let req = request.into_inner();
-        validate::check_txn(&req)?;
-        let read_only = apply::is_txn_read_only(&req);
-        if !read_only {
-            check_raft_size(&req)?;
-        }
-        let mut core = self.shared.lock();
-        if !read_only {
-            core.record_raft_entry();
-            if core.no_space() && apply::txn_puts(&req) {
-                return Err(EtcdError::NoSpace.into());
-            }
-        }
-        let (store, leases) = core.store_and_leases();
-        let (mut resp, events) = apply::txn(store, leases, &req)?;
-        core.publish(&events);
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, req, _| {
+            let (store, leases) = core.store_and_leases();
+            let (response, events) = apply::txn(store, leases, req)?;
+            Ok(Applied::with_events(response, events))
+        })
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let req = request.into_inner();
-        check_raft_size(&req)?;
-        let mut core = self.shared.lock();
-        core.record_raft_entry();
-        core.store.compact(req.revision)?;
-        let mut resp = CompactionResponse::default();
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, req, _| {
+            core.store.compact(req.revision)?;
+            Ok(Applied::response(CompactionResponse::default()))
+        })
     }
 }

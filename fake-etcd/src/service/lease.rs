@@ -1,4 +1,6 @@
-//! `etcdserverpb.Lease`.
+//! `etcdserverpb.Lease`: grants, revokes and queries run through the
+//! [pipeline](super); each keepalive stream is a task that renews one lease
+//! per request, in order.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,19 +13,19 @@ use etcd_proto::etcdserverpb::{
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::check_raft_size;
-use crate::core::Shared;
+use super::serve;
 use crate::error::EtcdError;
+use crate::member::{Applied, Member};
 
 /// The Lease service of one member.
 #[derive(Debug, Clone)]
 pub(crate) struct LeaseService {
-    shared: Arc<Shared>,
+    member: Arc<Member>,
 }
 
 impl LeaseService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(member: Arc<Member>) -> Self {
+        Self { member }
     }
 }
 
@@ -35,42 +37,31 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let req = request.into_inner();
-        check_raft_size(&req)?;
-        let now = self.shared.clock.now();
-        let mut core = self.shared.lock();
-        core.record_raft_entry();
-        if core.no_space() {
-            return Err(EtcdError::NoSpace.into());
-        }
-        let lease = core
-            .lessor
-            .grant(req.id, req.ttl, now)
-            .map_err(EtcdError::from)?;
-        let mut resp = LeaseGrantResponse {
-            header: None,
-            id: lease.id,
-            ttl: lease.ttl,
-            error: String::new(),
-        };
-        self.shared.fill_header(&mut resp.header, &core);
-        drop(core);
-        self.shared.expiry_wakeup.notify_one();
-        Ok(Response::new(resp))
+        let response = serve(&self.member, request, |core, req, now| {
+            let lease = core
+                .lessor
+                .grant(req.id, req.ttl, now)
+                .map_err(EtcdError::from)?;
+            Ok(Applied::response(LeaseGrantResponse {
+                header: None,
+                id: lease.id,
+                ttl: lease.ttl,
+                error: String::new(),
+            }))
+        })?;
+        // The new lease's deadline may be the soonest timer now.
+        self.member.timer_wakeup.notify_one();
+        Ok(response)
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let req = request.into_inner();
-        check_raft_size(&req)?;
-        let mut core = self.shared.lock();
-        core.record_raft_entry();
-        core.revoke(req.id).map_err(EtcdError::from)?;
-        let mut resp = LeaseRevokeResponse::default();
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, req, _| {
+            let events = core.revoke(req.id).map_err(EtcdError::from)?;
+            Ok(Applied::with_events(LeaseRevokeResponse::default(), events))
+        })
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -79,9 +70,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let shared = Arc::clone(&self.shared);
+        let member = Arc::clone(&self.member);
         let mut requests = request.into_inner();
-        let mut end = self.shared.faults.end_keepalives.subscribe();
+        let mut end = self.member.faults.end_keepalives.subscribe();
         let (responses, stream) = tokio::sync::mpsc::channel(16);
         // One response per request, in order. The stream ends when the
         // client's side does (OK), with the client's error, or with an
@@ -90,7 +81,7 @@ impl Lease for LeaseService {
             loop {
                 let next = tokio::select! {
                     request = requests.next() => match request {
-                        Some(Ok(req)) => Ok(keep_alive(&shared, req.id)),
+                        Some(Ok(req)) => Ok(keep_alive(&member, req.id)),
                         Some(Err(status)) => Err(status),
                         None => return,
                     },
@@ -115,65 +106,57 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let req = request.into_inner();
-        let now = self.shared.clock.now();
-        let core = self.shared.lock();
-        let mut resp = match core.lessor.get(req.id) {
-            Some(lease) => LeaseTimeToLiveResponse {
-                header: None,
-                id: lease.id,
-                // Whole seconds left, truncated, as etcd reports them.
-                ttl: lease.deadline.saturating_sub(now).as_secs() as i64,
-                granted_ttl: lease.ttl,
-                keys: if req.keys {
-                    lease.keys.iter().cloned().collect()
-                } else {
-                    Vec::new()
+        serve(&self.member, request, |core, req, now| {
+            let response = match core.lessor.get(req.id) {
+                Some(lease) => LeaseTimeToLiveResponse {
+                    header: None,
+                    id: lease.id,
+                    // Whole seconds left, truncated, as etcd reports them.
+                    ttl: lease.deadline.saturating_sub(now).as_secs() as i64,
+                    granted_ttl: lease.ttl,
+                    keys: if req.keys {
+                        lease.keys.iter().cloned().collect()
+                    } else {
+                        Vec::new()
+                    },
                 },
-            },
-            None => LeaseTimeToLiveResponse {
-                header: None,
-                id: req.id,
-                ttl: -1,
-                granted_ttl: 0,
-                keys: Vec::new(),
-            },
-        };
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+                None => LeaseTimeToLiveResponse {
+                    header: None,
+                    id: req.id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: Vec::new(),
+                },
+            };
+            Ok(Applied::response(response))
+        })
     }
 
     async fn lease_leases(
         &self,
-        _: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let core = self.shared.lock();
-        let leases = core
-            .lessor
-            .by_deadline()
-            .map(|l| LeaseStatus { id: l.id })
-            .collect();
-        let mut resp = LeaseLeasesResponse {
-            header: None,
-            leases,
-        };
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, _, _| {
+            let leases = core
+                .lessor
+                .by_deadline()
+                .map(|l| LeaseStatus { id: l.id })
+                .collect();
+            Ok(Applied::response(LeaseLeasesResponse {
+                header: None,
+                leases,
+            }))
+        })
     }
 }
 
 /// Renews one lease: the granted TTL if it is alive, 0 if it is unknown or
 /// has expired (the stream stays open either way).
-fn keep_alive(shared: &Shared, id: i64) -> LeaseKeepAliveResponse {
-    let now = shared.clock.now();
-    let mut core = shared.lock();
+fn keep_alive(member: &Member, id: i64) -> LeaseKeepAliveResponse {
+    let now = member.clock.now();
+    let mut core = member.lock();
     // The header's revision is taken before the renewal, as etcd does.
-    let mut resp = LeaseKeepAliveResponse {
-        header: None,
-        id,
-        ttl: 0,
-    };
-    shared.fill_header(&mut resp.header, &core);
-    resp.ttl = core.lessor.renew(id, now).unwrap_or(0);
-    resp
+    let header = Some(core.header_source().at(core.store.revision()));
+    let ttl = core.lessor.renew(id, now).unwrap_or(0);
+    LeaseKeepAliveResponse { header, id, ttl }
 }

@@ -14,8 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use tower::{Layer, Service};
 
-/// The gRPC receive limit: etcd's max request bytes plus 512 KiB.
-pub(crate) const MAX_RECV_BYTES: usize = super::MAX_REQUEST_BYTES + 512 * 1024;
+pub(crate) use crate::limits::MAX_RECV_BYTES;
 
 const TONIC_PREFIX: &str = "Error, decoded message length too large: found ";
 

@@ -12,8 +12,8 @@ use etcd_proto::etcdserverpb::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::unimplemented;
-use crate::core::{Shared, ETCD_VERSION};
+use super::{serve, unimplemented};
+use crate::member::{Applied, Member, ETCD_VERSION};
 
 /// A fresh etcd's database file: bbolt's initial pages.
 const EMPTY_DB_BYTES: i64 = 20_480;
@@ -23,12 +23,12 @@ const BYTES_PER_KEY: i64 = 128;
 /// The Maintenance service of one member.
 #[derive(Debug, Clone)]
 pub(crate) struct MaintenanceService {
-    shared: Arc<Shared>,
+    member: Arc<Member>,
 }
 
 impl MaintenanceService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(member: Arc<Member>) -> Self {
+        Self { member }
     }
 }
 
@@ -38,37 +38,35 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let req = request.into_inner();
-        let mut core = self.shared.lock();
-        // Alarm requests go through raft in etcd.
-        core.record_raft_entry();
-        let alarms = core.alarm(req.action, req.member_id, req.alarm);
-        let mut resp = AlarmResponse {
-            header: None,
-            alarms,
-        };
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+        serve(&self.member, request, |core, req, _| {
+            let alarms = core.alarm(req.action, req.member_id, req.alarm);
+            Ok(Applied::response(AlarmResponse {
+                header: None,
+                alarms,
+            }))
+        })
     }
 
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let core = self.shared.lock();
-        let db_size = EMPTY_DB_BYTES + BYTES_PER_KEY * core.store.retained_keys() as i64;
-        let errors = core.alarm_errors();
-        let mut resp = StatusResponse {
-            header: None,
-            version: ETCD_VERSION.to_owned(),
-            db_size,
-            leader: self.shared.identity.member_id,
-            raft_index: core.raft_index,
-            raft_term: core.raft_term,
-            raft_applied_index: core.raft_index,
-            errors,
-            db_size_in_use: db_size,
-            is_learner: false,
-        };
-        self.shared.fill_header(&mut resp.header, &core);
-        Ok(Response::new(resp))
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let leader = self.member.identity.member_id;
+        serve(&self.member, request, |core, _, _| {
+            let db_size = EMPTY_DB_BYTES + BYTES_PER_KEY * core.store.retained_keys() as i64;
+            Ok(Applied::response(StatusResponse {
+                header: None,
+                version: ETCD_VERSION.to_owned(),
+                db_size,
+                leader,
+                raft_index: core.raft_index,
+                raft_term: core.raft_term,
+                raft_applied_index: core.raft_index,
+                errors: core.alarm_errors(),
+                db_size_in_use: db_size,
+                is_learner: false,
+            }))
+        })
     }
 
     async fn defragment(
@@ -81,11 +79,11 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unimplemented("Maintenance.Hash"))
+        Err(unimplemented("Hash"))
     }
 
     async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(unimplemented("Maintenance.HashKV"))
+        Err(unimplemented("HashKV"))
     }
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
@@ -94,20 +92,20 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Maintenance.Snapshot"))
+        Err(unimplemented("Snapshot"))
     }
 
     async fn move_leader(
         &self,
         _: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unimplemented("Maintenance.MoveLeader"))
+        Err(unimplemented("MoveLeader"))
     }
 
     async fn downgrade(
         &self,
         _: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
-        Err(unimplemented("Maintenance.Downgrade"))
+        Err(unimplemented("Downgrade"))
     }
 }

@@ -1,9 +1,21 @@
-//! The gRPC glue: decode, validate, lock the core, apply, fill the header.
+//! The gRPC glue: one module per etcd service, and the request pipeline
+//! they all share.
 //!
-//! Each service holds the [`Shared`](crate::core::Shared) state and nothing
-//! else; no lock is held across an `.await`. Request limits live here, as in
-//! etcd's `v3rpc` layer: the 2 MiB gRPC receive limit (see [`limits`]) and
-//! the 1.5 MiB limit on requests that go through raft.
+//! Every unary RPC goes through the same stages, in etcd's order:
+//!
+//! 1. **decode**: tonic, within the 2 MiB receive limit ([`limits`]);
+//! 2. **validate**: the checks etcd makes on arrival, which need no state
+//!    ([`EtcdRequest::validate`]), and for requests that go through raft the
+//!    1.5 MiB request limit;
+//! 3. **identify and authorize** the caller: with no auth store, as on an
+//!    etcd with auth disabled, every caller may do everything. This is the
+//!    one place a token is read and a permission checked when auth lands;
+//! 4. **apply, publish, respond**: [`Member::apply`] takes the lock, counts
+//!    the raft entry, checks the space quota, runs the request, tells
+//!    watchers and fills the header.
+//!
+//! A service's handler is then only what its RPC means. Streams (Watch,
+//! LeaseKeepAlive) run the same stages per message.
 
 pub(crate) mod cluster;
 pub(crate) mod kv;
@@ -12,55 +24,99 @@ pub(crate) mod limits;
 pub(crate) mod maintenance;
 pub(crate) mod watch;
 
+use std::time::Duration;
+
 use prost::Message;
-use tonic::Status;
+use tonic::{Response, Status};
 
+use crate::core::Core;
 use crate::error::EtcdError;
+use crate::header::HasHeader;
+use crate::limits::check_raft_size;
+use crate::member::{Access, Applied, Member};
 
-/// etcd's `--max-request-bytes` default: the largest raft request.
-pub(crate) const MAX_REQUEST_BYTES: usize = 1_572_864;
+/// A request of etcd's API, as the pipeline sees it.
+pub(crate) trait EtcdRequest: Message {
+    /// How it goes through the member: a read, or a write through raft.
+    fn access(&self) -> Access;
 
-/// What etcd wraps a request in before raft: a header with a request ID
-/// (field tag, length and a 64-bit varint), as `InternalRaftRequest` does.
-const RAFT_WRAPPER_BYTES: usize = 13;
-
-/// Fails a write request that etcd would refuse as too large for raft.
-pub(crate) fn check_raft_size(request: &impl Message) -> Result<(), EtcdError> {
-    let len = request.encoded_len();
-    // One byte of field tag, the length varint, the request, the header.
-    let wrapped = 1 + prost::length_delimiter_len(len) + len + RAFT_WRAPPER_BYTES;
-    if wrapped > MAX_REQUEST_BYTES {
-        return Err(EtcdError::RequestTooLarge);
+    /// etcd's checks on arrival (`v3rpc`), before any state is looked at.
+    fn validate(&self) -> Result<(), EtcdError> {
+        Ok(())
     }
-    Ok(())
 }
 
-/// The answer for an RPC of etcd's API this fake does not serve.
+/// Runs a unary request through every stage of the pipeline: `apply` is
+/// what the RPC does to the core, given the member's time.
+pub(crate) fn serve<Q, R>(
+    member: &Member,
+    request: tonic::Request<Q>,
+    apply: impl FnOnce(&mut Core, &Q, Duration) -> Result<Applied<R>, EtcdError>,
+) -> Result<Response<R>, Status>
+where
+    Q: EtcdRequest,
+    R: HasHeader,
+{
+    let request = admit(request)?;
+    let access = request.access();
+    let response = member.apply(access, |core, now| apply(core, &request, now))?;
+    Ok(Response::new(response))
+}
+
+/// The stages before a request touches the member: validation and the size
+/// limit of raft requests.
+pub(crate) fn admit<Q: EtcdRequest>(request: tonic::Request<Q>) -> Result<Q, EtcdError> {
+    let request = request.into_inner();
+    request.validate()?;
+    if request.access() != Access::Read {
+        check_raft_size(&request)?;
+    }
+    Ok(request)
+}
+
+/// The answer for an RPC of etcd's API this fake does not serve: the status
+/// grpc-go's generated server gives a method nobody registered.
 pub(crate) fn unimplemented(method: &str) -> Status {
-    Status::unimplemented(format!("fake-etcd does not implement {method}"))
+    Status::unimplemented(format!("method {method} not implemented"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use etcd_proto::etcdserverpb::PutRequest;
+/// Declares how requests of each type go through the member.
+macro_rules! etcd_requests {
+    ($($request:ty => $access:expr $(, validate = $validate:path)?;)*) => {
+        $(impl EtcdRequest for $request {
+            fn access(&self) -> Access {
+                #[allow(clippy::redundant_closure_call)]
+                ($access)(self)
+            }
+            $(fn validate(&self) -> Result<(), EtcdError> {
+                $validate(self)
+            })?
+        })*
+    };
+}
 
-    fn put_of(value_len: usize) -> PutRequest {
-        PutRequest {
-            key: "big".into(),
-            value: vec![b'x'; value_len].into(),
-            ..Default::default()
+use crate::kv::{apply as kv_apply, validate as kv_validate};
+use etcd_proto::etcdserverpb as pb;
+
+etcd_requests! {
+    pb::RangeRequest => |_| Access::Read, validate = kv_validate::check_range;
+    pb::PutRequest => |_| Access::WriteData, validate = kv_validate::check_put;
+    pb::DeleteRangeRequest => |_| Access::Write, validate = kv_validate::check_delete;
+    pb::TxnRequest => |txn: &pb::TxnRequest| {
+        if kv_apply::is_txn_read_only(txn) {
+            Access::Read
+        } else if kv_apply::txn_puts(txn) {
+            Access::WriteData
+        } else {
+            Access::Write
         }
-    }
-
-    /// Measured on etcd 3.5.1: key "big" with a 1,572,834-byte value is
-    /// accepted, with a 1,572,844-byte value refused.
-    #[test]
-    fn raft_size_limit_matches_etcd() {
-        assert!(check_raft_size(&put_of(1_572_834)).is_ok());
-        assert_eq!(
-            check_raft_size(&put_of(1_572_844)),
-            Err(EtcdError::RequestTooLarge)
-        );
-    }
+    }, validate = kv_validate::check_txn;
+    pb::CompactionRequest => |_| Access::Write;
+    pb::LeaseGrantRequest => |_| Access::WriteData;
+    pb::LeaseRevokeRequest => |_| Access::Write;
+    pb::LeaseTimeToLiveRequest => |_| Access::Read;
+    pb::LeaseLeasesRequest => |_| Access::Read;
+    pb::AlarmRequest => |_| Access::Write;
+    pb::StatusRequest => |_| Access::Read;
+    pb::MemberListRequest => |_| Access::Read;
 }

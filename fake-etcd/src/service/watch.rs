@@ -1,7 +1,11 @@
 //! `etcdserverpb.Watch`: one task per stream reads requests; responses come
 //! from that task (created, canceled, progress) and from the watch hub
-//! (events), through the stream's bounded outbox.
+//! (events), through the stream's bounded outbox. A stream that must end
+//! with an error (the client's side failed, or a test ended it) says so
+//! through a separate one-shot slot, delivered after every response queued
+//! before it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,23 +14,23 @@ use std::task::Poll;
 use etcd_proto::etcdserverpb::{
     watch_request::RequestUnion, watch_server::Watch, WatchRequest, WatchResponse,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::core::Shared;
-use crate::watch::{Context, StreamId, STREAM_BUFFER};
+use crate::member::Member;
+use crate::watch::{Outbox, StreamId, STREAM_BUFFER};
 
 /// The Watch service of one member.
 #[derive(Debug, Clone)]
 pub(crate) struct WatchService {
-    shared: Arc<Shared>,
+    member: Arc<Member>,
 }
 
 impl WatchService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(member: Arc<Member>) -> Self {
+        Self { member }
     }
 }
 
@@ -39,17 +43,25 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (outbox, responses) = mpsc::channel(STREAM_BUFFER);
-        let now = self.shared.clock.now();
-        let (stream, lagging) = self.shared.lock().watchers.open_stream(outbox.clone(), now);
+        let (end, ended) = oneshot::channel();
+        let now = self.member.clock.now();
+        let (stream, lagging) = self.member.lock().watchers.open_stream(outbox.clone(), now);
         // Its progress deadline may be the soonest timer now.
-        self.shared.expiry_wakeup.notify_one();
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(serve_requests(shared, stream, request.into_inner(), outbox));
-        let stall = WatchStream::new(self.shared.faults.watches_stalled.subscribe());
+        self.member.timer_wakeup.notify_one();
+        let member = Arc::clone(&self.member);
+        tokio::spawn(serve_requests(
+            member,
+            stream,
+            request.into_inner(),
+            outbox,
+            end,
+        ));
+        let stall = WatchStream::new(self.member.faults.watches_stalled.subscribe());
         Ok(Response::new(Responses {
             responses,
+            ended: Some(ended),
             lagging,
-            shared: Arc::clone(&self.shared),
+            member: Arc::clone(&self.member),
             stall,
             stalled: false,
         }))
@@ -58,16 +70,17 @@ impl Watch for WatchService {
 
 /// Reads a stream's requests until the client goes away.
 async fn serve_requests(
-    shared: Arc<Shared>,
+    member: Arc<Member>,
     stream: StreamId,
     mut requests: Streaming<WatchRequest>,
-    outbox: mpsc::Sender<Result<WatchResponse, Status>>,
+    outbox: Outbox,
+    end: oneshot::Sender<Status>,
 ) {
     let _close = CloseOnDrop {
-        shared: Arc::clone(&shared),
+        member: Arc::clone(&member),
         stream,
     };
-    let mut end = shared.faults.end_watches.subscribe();
+    let mut injected_end = member.faults.end_watches.subscribe();
     loop {
         let request = tokio::select! {
             request = requests.next() => match request {
@@ -75,14 +88,13 @@ async fn serve_requests(
                 // The client's side failed (a message over the limit, say):
                 // the stream ends with that error, as from etcd.
                 Some(Err(status)) => {
-                    let _ = outbox.send(Err(status)).await;
+                    let _ = end.send(status);
                     return;
                 }
                 None => break,
             },
-            Ok(status) = end.recv() => {
-                // An injected end: the stream fails with this status.
-                let _ = outbox.send(Err(status)).await;
+            Ok(status) = injected_end.recv() => {
+                let _ = end.send(status);
                 return;
             }
         };
@@ -95,28 +107,24 @@ async fn serve_requests(
         let Ok(permit) = outbox.reserve().await else {
             return;
         };
-        let mut core = shared.lock();
-        let core = &mut *core;
-        let ctx = Context {
-            store: &core.store,
-            raft_term: core.raft_term,
-        };
+        let mut core = member.lock();
+        let (watchers, ctx) = core.watch();
         match request {
             RequestUnion::CreateRequest(create) => {
-                let (response, started) = core.watchers.create(stream, create, ctx);
-                permit.send(Ok(response));
+                let (response, started) = watchers.create(stream, create, ctx);
+                permit.send(response);
                 if let Some(id) = started {
-                    core.watchers.created(stream, id, ctx);
+                    watchers.created(stream, id, ctx);
                 }
             }
             RequestUnion::CancelRequest(cancel) => {
-                if let Some(response) = core.watchers.cancel(stream, cancel.watch_id, ctx) {
-                    permit.send(Ok(response));
+                if let Some(response) = watchers.cancel(stream, cancel.watch_id, ctx) {
+                    permit.send(response);
                 }
             }
             RequestUnion::ProgressRequest(_) => {
-                if let Some(response) = core.watchers.progress(stream, ctx) {
-                    permit.send(Ok(response));
+                if let Some(response) = watchers.progress(stream, ctx) {
+                    permit.send(response);
                 }
             }
         }
@@ -128,22 +136,25 @@ async fn serve_requests(
 
 /// Frees a stream's watchers when its request task ends, however it ends.
 struct CloseOnDrop {
-    shared: Arc<Shared>,
+    member: Arc<Member>,
     stream: StreamId,
 }
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.shared.lock().watchers.close_stream(self.stream);
+        self.member.lock().watchers.close_stream(self.stream);
     }
 }
 
 /// A stream's responses. Each response taken makes room in the outbox, so
 /// if the stream has watchers waiting for room, the syncer is woken.
 pub(crate) struct Responses {
-    responses: mpsc::Receiver<Result<WatchResponse, Status>>,
+    responses: mpsc::Receiver<WatchResponse>,
+    /// The error the stream ends with, once every response queued before
+    /// it is out.
+    ended: Option<oneshot::Receiver<Status>>,
     lagging: Arc<AtomicBool>,
-    shared: Arc<Shared>,
+    member: Arc<Member>,
     /// The injected stall switch: nothing is delivered while it is on.
     stall: WatchStream<bool>,
     stalled: bool,
@@ -168,10 +179,37 @@ impl Stream for Responses {
         if self.stalled {
             return Poll::Pending;
         }
-        let next = self.responses.poll_recv(cx);
-        if matches!(next, Poll::Ready(Some(_))) && self.lagging.swap(false, Ordering::AcqRel) {
-            self.shared.watch_sync.notify_one();
+        let closed = match self.responses.poll_recv(cx) {
+            Poll::Ready(Some(response)) => {
+                if self.lagging.swap(false, Ordering::AcqRel) {
+                    self.member.watch_sync.notify_one();
+                }
+                return Poll::Ready(Some(Ok(response)));
+            }
+            Poll::Ready(None) => true,
+            Poll::Pending => false,
+        };
+        // Nothing queued: the stream may have ended with an error, which is
+        // set before the outbox closes.
+        let ended = match self.ended.as_mut() {
+            Some(ended) => Pin::new(ended).poll(cx),
+            None => Poll::Pending,
+        };
+        match ended {
+            Poll::Ready(Ok(status)) => {
+                self.ended = None;
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Ready(Err(_)) => {
+                self.ended = None;
+                if closed {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                }
+            }
+            Poll::Pending if closed => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        next
     }
 }

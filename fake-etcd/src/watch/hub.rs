@@ -11,8 +11,10 @@ use etcd_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse
 use etcd_proto::mvccpb::{event::EventType, Event};
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::Status;
 
+use crate::error::EtcdError;
+use crate::header::HeaderSource;
+use crate::limits::MAX_RECV_BYTES;
 use crate::mvcc::{KeyRange, Store};
 
 /// Responses a stream may have queued before its watchers count as slow
@@ -20,7 +22,7 @@ use crate::mvcc::{KeyRange, Store};
 pub(crate) const STREAM_BUFFER: usize = 128;
 
 /// Where a stream's responses go.
-pub(crate) type Outbox = mpsc::Sender<Result<WatchResponse, Status>>;
+pub(crate) type Outbox = mpsc::Sender<WatchResponse>;
 
 /// A catch-up response covers at most this many revisions (etcd's
 /// `watchBatchMaxRevs`).
@@ -28,11 +30,14 @@ const MAX_REVISIONS_PER_BATCH: i64 = 1000;
 
 /// A response this large (etcd's max request bytes plus gRPC overhead, its
 /// receive limit) is split when its watcher asked for fragments.
-const FRAGMENT_BYTES: usize = crate::service::limits::MAX_RECV_BYTES;
+const FRAGMENT_BYTES: usize = MAX_RECV_BYTES;
 
-const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
-const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
-const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+/// The shortest progress interval a hub takes: a tick per millisecond of
+/// the member's clock is already more than any client asks for.
+pub(crate) const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(1);
+/// The longest: a year, far beyond any test, and far from overflowing the
+/// clock's arithmetic.
+pub(crate) const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Identifies a watch stream within a member.
 pub(crate) type StreamId = u64;
@@ -43,6 +48,8 @@ struct WatcherKey {
     id: i64,
 }
 
+/// Where a watcher stands; [`transition`] is the one place it changes, and
+/// keeps the synced index and the unsynced set in step with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Registered; its `created` response is on the way.
@@ -188,8 +195,6 @@ impl SyncedIndex {
 /// Every watch stream and watcher of a member.
 #[derive(Debug)]
 pub(crate) struct WatchHub {
-    cluster_id: u64,
-    member_id: u64,
     streams: HashMap<StreamId, Stream>,
     synced: SyncedIndex,
     unsynced: BTreeSet<WatcherKey>,
@@ -203,30 +208,70 @@ pub(crate) struct WatchHub {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context<'a> {
     pub(crate) store: &'a Store,
-    pub(crate) raft_term: u64,
+    pub(crate) header: HeaderSource,
+}
+
+impl Context<'_> {
+    /// The header of a watch response at `revision`.
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(self.header.at(revision))
+    }
+}
+
+/// Takes a watcher out of whichever of the synced index and the unsynced
+/// set holds it (before it leaves its state or is removed).
+fn unindex(
+    synced: &mut SyncedIndex,
+    unsynced: &mut BTreeSet<WatcherKey>,
+    key: WatcherKey,
+    w: &Watcher,
+) {
+    match w.state {
+        State::Synced => synced.remove(&w.range, key),
+        State::Unsynced => {
+            unsynced.remove(&key);
+        }
+        State::Creating | State::Compacted => {}
+    }
+}
+
+/// Moves a watcher to state `to`, and into the synced index or the
+/// unsynced set if `to` keeps it there.
+fn transition(
+    synced: &mut SyncedIndex,
+    unsynced: &mut BTreeSet<WatcherKey>,
+    key: WatcherKey,
+    w: &mut Watcher,
+    to: State,
+) {
+    if w.state == to {
+        return;
+    }
+    unindex(synced, unsynced, key, w);
+    match to {
+        State::Synced => synced.insert(&w.range, key),
+        State::Unsynced => {
+            unsynced.insert(key);
+        }
+        State::Creating | State::Compacted => {}
+    }
+    w.state = to;
 }
 
 impl WatchHub {
-    pub(crate) fn new(cluster_id: u64, member_id: u64, progress_interval: Duration) -> Self {
+    /// A hub whose progress notifications come every `progress_interval`,
+    /// held within [`MIN_PROGRESS_INTERVAL`] and [`MAX_PROGRESS_INTERVAL`]
+    /// (the builder refuses others before they get here).
+    pub(crate) fn new(progress_interval: Duration) -> Self {
         Self {
-            cluster_id,
-            member_id,
             streams: HashMap::new(),
             synced: SyncedIndex::default(),
             unsynced: BTreeSet::new(),
             progress_queue: BTreeSet::new(),
-            progress_interval,
+            progress_interval: progress_interval
+                .clamp(MIN_PROGRESS_INTERVAL, MAX_PROGRESS_INTERVAL),
             next_stream: 0,
         }
-    }
-
-    fn header(&self, revision: i64, raft_term: u64) -> Option<ResponseHeader> {
-        Some(ResponseHeader {
-            cluster_id: self.cluster_id,
-            member_id: self.member_id,
-            raft_term,
-            revision,
-        })
     }
 
     /// Whether any watcher waits to catch up.
@@ -269,11 +314,12 @@ impl WatchHub {
         };
         self.progress_queue.remove(&(s.progress_deadline, stream));
         for (id, w) in s.watchers {
-            let key = WatcherKey { stream, id };
-            if w.state == State::Synced {
-                self.synced.remove(&w.range, key);
-            }
-            self.unsynced.remove(&key);
+            unindex(
+                &mut self.synced,
+                &mut self.unsynced,
+                WatcherKey { stream, id },
+                &w,
+            );
         }
     }
 
@@ -286,22 +332,22 @@ impl WatchHub {
         ctx: Context<'_>,
     ) -> (WatchResponse, Option<i64>) {
         let current = ctx.store.revision();
-        let header = self.header(current, ctx.raft_term);
-        let refuse = |reason: &str| WatchResponse {
+        let header = ctx.header(current);
+        let refuse = |reason: EtcdError| WatchResponse {
             header,
             watch_id: -1,
             created: true,
             canceled: true,
-            cancel_reason: reason.to_owned(),
+            cancel_reason: reason.message(),
             ..Default::default()
         };
         let Some(s) = self.streams.get_mut(&stream) else {
-            return (refuse(EMPTY_RANGE), None);
+            return (refuse(EtcdError::WatcherRangeEmpty), None);
         };
         if req.start_revision < 0 {
             // etcd ≥ 3.5.24 refuses a negative start outright, before it
             // looks at the range.
-            return (refuse(COMPACTED), None);
+            return (refuse(EtcdError::Compacted), None);
         }
         let key = if req.key.is_empty() {
             Bytes::from_static(b"\0")
@@ -310,7 +356,7 @@ impl WatchHub {
         };
         let range = KeyRange::new(&key, &req.range_end);
         if range == KeyRange::Empty {
-            return (refuse(EMPTY_RANGE), None);
+            return (refuse(EtcdError::WatcherRangeEmpty), None);
         }
         let id = if req.watch_id == 0 {
             while s.watchers.contains_key(&s.next_auto_id) {
@@ -319,7 +365,7 @@ impl WatchHub {
             s.next_auto_id += 1;
             s.next_auto_id - 1
         } else if s.watchers.contains_key(&req.watch_id) {
-            return (refuse(DUPLICATE_ID), None);
+            return (refuse(EtcdError::DuplicateWatchId), None);
         } else {
             req.watch_id
         };
@@ -354,17 +400,23 @@ impl WatchHub {
     /// up from history, then follows new writes.
     pub(crate) fn created(&mut self, stream: StreamId, id: i64, ctx: Context<'_>) {
         let key = WatcherKey { stream, id };
-        if let Some(w) = self.watcher_mut(key) {
-            if w.state == State::Creating {
-                w.state = State::Unsynced;
-                self.unsynced.insert(key);
-                self.sync_watcher(key, ctx);
-            }
+        let Some(w) = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.watchers.get_mut(&id))
+        else {
+            return;
+        };
+        if w.state == State::Creating {
+            transition(
+                &mut self.synced,
+                &mut self.unsynced,
+                key,
+                w,
+                State::Unsynced,
+            );
+            self.sync_watcher(key, ctx);
         }
-    }
-
-    fn watcher_mut(&mut self, key: WatcherKey) -> Option<&mut Watcher> {
-        self.streams.get_mut(&key.stream)?.watchers.get_mut(&key.id)
     }
 
     /// Handles a cancel request: the response to send, or `None` for an
@@ -376,13 +428,14 @@ impl WatchHub {
         ctx: Context<'_>,
     ) -> Option<WatchResponse> {
         let w = self.streams.get_mut(&stream)?.watchers.remove(&id)?;
-        let key = WatcherKey { stream, id };
-        if w.state == State::Synced {
-            self.synced.remove(&w.range, key);
-        }
-        self.unsynced.remove(&key);
+        unindex(
+            &mut self.synced,
+            &mut self.unsynced,
+            WatcherKey { stream, id },
+            &w,
+        );
         Some(WatchResponse {
-            header: self.header(ctx.store.revision(), ctx.raft_term),
+            header: ctx.header(ctx.store.revision()),
             watch_id: id,
             canceled: true,
             ..Default::default()
@@ -400,7 +453,7 @@ impl WatchHub {
         watchers.peek()?;
         let all_synced = watchers.all(|w| w.state == State::Synced && current >= w.start_revision);
         all_synced.then(|| WatchResponse {
-            header: self.header(current, ctx.raft_term),
+            header: ctx.header(current),
             watch_id: -1,
             ..Default::default()
         })
@@ -442,25 +495,29 @@ impl WatchHub {
                 indices.iter().map(|&i| events[i].clone()),
                 ctx.store.compact_revision(),
             );
-            let header = Some(ResponseHeader {
-                cluster_id: self.cluster_id,
-                member_id: self.member_id,
-                raft_term: ctx.raft_term,
-                revision,
-            });
             if selected.is_empty() {
                 w.next_revision = revision + 1;
-            } else if send(&s.outbox, key.id, header, selected, w.fragment) {
+            } else if send(
+                &s.outbox,
+                key.id,
+                ctx.header(revision),
+                selected,
+                w.fragment,
+            ) {
                 w.next_revision = revision + 1;
                 // Only a response with events counts against progress.
                 w.events_since_tick = true;
             } else {
                 // A slow consumer: set aside, caught up from history later.
-                w.state = State::Unsynced;
                 w.next_revision = revision;
                 s.lagging.store(true, Ordering::Release);
-                self.synced.remove(&w.range, key);
-                self.unsynced.insert(key);
+                transition(
+                    &mut self.synced,
+                    &mut self.unsynced,
+                    key,
+                    w,
+                    State::Unsynced,
+                );
             }
         }
     }
@@ -476,15 +533,6 @@ impl WatchHub {
     fn sync_watcher(&mut self, key: WatcherKey, ctx: Context<'_>) {
         let current = ctx.store.revision();
         let compacted = ctx.store.compact_revision();
-        let (cluster_id, member_id) = (self.cluster_id, self.member_id);
-        let header = |revision| {
-            Some(ResponseHeader {
-                cluster_id,
-                member_id,
-                raft_term: ctx.raft_term,
-                revision,
-            })
-        };
         let Some(s) = self.streams.get_mut(&key.stream) else {
             return;
         };
@@ -495,24 +543,27 @@ impl WatchHub {
             if w.next_revision < compacted {
                 let response = WatchResponse {
                     // etcd sends this one with revision 0 in its header.
-                    header: header(0),
+                    header: ctx.header(0),
                     watch_id: key.id,
                     canceled: true,
                     compact_revision: compacted,
                     ..Default::default()
                 };
-                if s.outbox.try_send(Ok(response)).is_ok() {
-                    w.state = State::Compacted;
-                    self.unsynced.remove(&key);
+                if s.outbox.try_send(response).is_ok() {
+                    transition(
+                        &mut self.synced,
+                        &mut self.unsynced,
+                        key,
+                        w,
+                        State::Compacted,
+                    );
                 } else {
                     s.lagging.store(true, Ordering::Release);
                 }
                 return;
             }
             if w.next_revision > current {
-                w.state = State::Synced;
-                self.unsynced.remove(&key);
-                self.synced.insert(&w.range, key);
+                transition(&mut self.synced, &mut self.unsynced, key, w, State::Synced);
                 return;
             }
             let last = current.min(w.next_revision + MAX_REVISIONS_PER_BATCH - 1);
@@ -524,7 +575,7 @@ impl WatchHub {
                 .cloned();
             let selected = w.select(matching, compacted);
             if !selected.is_empty() {
-                if !send(&s.outbox, key.id, header(current), selected, w.fragment) {
+                if !send(&s.outbox, key.id, ctx.header(current), selected, w.fragment) {
                     s.lagging.store(true, Ordering::Release);
                     return;
                 }
@@ -541,14 +592,19 @@ impl WatchHub {
 
     /// Sends the progress notifications due at `now`: to each watcher that
     /// asked for them, is synced, and got no events since the last tick.
+    ///
+    /// Each stream is visited at most once per call, whatever the interval:
+    /// the due entries are taken out of the queue before any goes back in,
+    /// so a next deadline that is itself already due cannot make the loop
+    /// run forever.
     pub(crate) fn progress_due(&mut self, now: Duration, ctx: Context<'_>) {
         let current = ctx.store.revision();
-        while let Some(&(deadline, stream)) = self.progress_queue.first() {
-            if deadline > now {
-                break;
-            }
-            self.progress_queue.pop_first();
-            let header = self.header(current, ctx.raft_term);
+        let header = ctx.header(current);
+        let later = self
+            .progress_queue
+            .split_off(&(now.saturating_add(Duration::from_nanos(1)), 0));
+        let due = std::mem::replace(&mut self.progress_queue, later);
+        for (deadline, stream) in due {
             let Some(s) = self.streams.get_mut(&stream) else {
                 continue;
             };
@@ -564,19 +620,27 @@ impl WatchHub {
                         ..Default::default()
                     };
                     // A full outbox already tells the client plenty.
-                    let _ = s.outbox.try_send(Ok(response));
+                    let _ = s.outbox.try_send(response);
                 }
                 w.events_since_tick = false;
             }
-            // Like a Go ticker, ticks missed during a long jump are dropped.
-            let mut next = deadline + self.progress_interval;
-            while next <= now && !self.progress_interval.is_zero() {
-                next += self.progress_interval;
-            }
-            s.progress_deadline = next;
-            self.progress_queue.insert((next, stream));
+            s.progress_deadline = next_tick(deadline, self.progress_interval, now);
+            self.progress_queue.insert((s.progress_deadline, stream));
         }
     }
+}
+
+/// The first tick after `now` of a ticker that ticked at `last`: like a Go
+/// ticker, ticks missed during a long jump are dropped. Always after `now`.
+fn next_tick(last: Duration, interval: Duration, now: Duration) -> Duration {
+    let interval = interval.max(MIN_PROGRESS_INTERVAL);
+    let next = last.saturating_add(interval);
+    if next > now {
+        return next;
+    }
+    let missed = (now - next).as_nanos() / interval.as_nanos() + 1;
+    let skip = u32::try_from(missed).map_or(Duration::MAX, |m| interval.saturating_mul(m));
+    next.saturating_add(skip)
 }
 
 /// Sends a watcher's events as one response, or as fragments when it asked
@@ -602,7 +666,7 @@ fn send(
     match outbox.try_reserve_many(responses.len()) {
         Ok(permits) => {
             for (permit, response) in permits.zip(responses) {
-                permit.send(Ok(response));
+                permit.send(response);
             }
             true
         }
@@ -637,6 +701,40 @@ fn fragments(whole: WatchResponse) -> Vec<WatchResponse> {
 mod tests {
     use super::*;
     use etcd_proto::mvccpb::KeyValue;
+
+    #[test]
+    fn the_next_tick_is_always_after_now() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_tick(ms(10), ms(10), ms(15)), ms(20));
+        // Ticks missed during a long jump are dropped.
+        assert_eq!(next_tick(ms(10), ms(10), ms(55)), ms(60));
+        assert_eq!(next_tick(ms(10), ms(10), ms(60)), ms(70));
+        // Whatever the interval, even one the hub would never be given.
+        assert!(next_tick(ms(10), Duration::ZERO, ms(10)) > ms(10));
+        assert_eq!(
+            next_tick(Duration::MAX, ms(10), Duration::MAX),
+            Duration::MAX
+        );
+    }
+
+    #[test]
+    fn progress_due_visits_each_stream_once_even_with_a_zero_interval() {
+        let mut hub = WatchHub::new(Duration::from_secs(1));
+        hub.progress_interval = Duration::ZERO;
+        let (outbox, _responses) = mpsc::channel(STREAM_BUFFER);
+        hub.open_stream(outbox, Duration::ZERO);
+        let store = Store::default();
+        let ctx = Context {
+            store: &store,
+            header: HeaderSource {
+                cluster_id: 1,
+                member_id: 2,
+                raft_term: 3,
+            },
+        };
+        hub.progress_due(Duration::from_secs(5), ctx);
+        assert!(hub.next_progress_deadline().unwrap() > Duration::from_secs(5));
+    }
 
     #[test]
     fn prefix_ranges_are_recognised() {

@@ -19,7 +19,13 @@
 //!
 //! New watchers start unsynced, so the `created` response always reaches the
 //! client before the watcher's first event.
+//!
+//! The hub speaks in `WatchResponse`s only: how a stream ends with an error
+//! is the Watch service's business, not the hub's.
 
 mod hub;
 
-pub(crate) use hub::{prefix_end, Context, StreamId, WatchHub, STREAM_BUFFER};
+pub(crate) use hub::{
+    prefix_end, Context, Outbox, StreamId, WatchHub, MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL,
+    STREAM_BUFFER,
+};
