@@ -9,6 +9,11 @@ async fn compare_targets() {
 }
 
 #[tokio::test]
+async fn compare_boundaries() {
+    run(txn::compare_boundaries).await;
+}
+
+#[tokio::test]
 async fn compare_over_ranges() {
     run(txn::compare_over_ranges).await;
 }

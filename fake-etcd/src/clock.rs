@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Where a member's time comes from. See the [module docs](self) for when to
+/// Where a member's time comes from. See the module docs of `clock` for when to
 /// use which.
 ///
 /// # Example

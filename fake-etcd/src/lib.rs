@@ -28,7 +28,7 @@
 //! - `header`: what a response header holds, built in one place.
 //! - `limits`: etcd's request size limits.
 //! - `member`: one member above its core: identity, clock, faults,
-//!   listeners, and [`apply`](member::Member::apply), the one way a request
+//!   listeners, and `Member::apply`, the one way a request
 //!   reaches the core.
 //! - `service`: tonic glue, one module per etcd service, and the request
 //!   pipeline they share (decode, validate, authorize, apply, respond).

@@ -155,6 +155,81 @@ pub async fn compare_targets(s: &mut Scenario) {
     }
 }
 
+/// Every compare target with every result at its boundaries: a value one
+/// below the key's, the key's own, and one above. An off-by-one (`LESS`
+/// taken as `<=`, `GREATER` as `>=`) fails here on the equal value.
+pub async fn compare_boundaries(s: &mut Scenario) {
+    use std::cmp::Ordering;
+    use CompareResult::{Equal, Greater, Less, NotEqual};
+    use CompareTarget::{Create, Lease, Mod, Value, Version};
+    let lease = s
+        .lease()
+        .lease_grant(etcd_proto::etcdserverpb::LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("lease grant")
+        .into_inner()
+        .id;
+    put(s, "k", "m").await;
+    s.kv()
+        .put(PutRequest {
+            key: b(s.key("k")),
+            value: b("m"),
+            lease,
+            ..Default::default()
+        })
+        .await
+        .expect("put with lease");
+    let mut got = range(
+        s,
+        RangeRequest {
+            key: b(s.key("k")),
+            ..Default::default()
+        },
+    )
+    .await;
+    let kv = got.kvs.remove(0);
+    // (target, the key's value, a union holding a value near it)
+    let numeric: [(CompareTarget, i64, fn(i64) -> TargetUnion); 4] = [
+        (Version, kv.version, TargetUnion::Version),
+        (Create, kv.create_revision, TargetUnion::CreateRevision),
+        (Mod, kv.mod_revision, TargetUnion::ModRevision),
+        (Lease, kv.lease, TargetUnion::Lease),
+    ];
+    let mut cases = Vec::new();
+    for (target, actual, union) in numeric {
+        for given in [actual - 1, actual, actual + 1] {
+            cases.push((target, union(given), actual.cmp(&given)));
+        }
+    }
+    for given in ["l", "m", "n"] {
+        cases.push((
+            Value,
+            TargetUnion::Value(b(given)),
+            b"m"[..].cmp(given.as_bytes()),
+        ));
+    }
+    for (target, union, actual_vs_given) in cases {
+        for result in [Equal, NotEqual, Greater, Less] {
+            let expected = match result {
+                Equal => actual_vs_given == Ordering::Equal,
+                NotEqual => actual_vs_given != Ordering::Equal,
+                Greater => actual_vs_given == Ordering::Greater,
+                Less => actual_vs_given == Ordering::Less,
+            };
+            let compare = cmp(s, "k", target, result, union.clone());
+            let resp = txn(
+                s,
+                TxnRequest {
+                    compare: vec![compare.clone()],
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert_eq!(resp.succeeded, expected, "{compare:?}");
+        }
+    }
+}
+
 /// A compare over a range holds only if every key in it satisfies it.
 pub async fn compare_over_ranges(s: &mut Scenario) {
     put(s, "r/a", "1").await;
