@@ -576,8 +576,9 @@ impl Reader {
     async fn held_at(&self, revision: i64) -> Result<Option<Instances>, String> {
         let kvs: Vec<(Vec<u8>, Vec<u8>)> = match &self.etcd {
             ReadFrom::Fake(etcd) => match etcd.read_prefix(&self.prefix, revision) {
-                Some(kvs) => kvs,
-                None => return Ok(None),
+                Ok(kvs) => kvs,
+                Err(fake_etcd::ControlError::Compacted { .. }) => return Ok(None),
+                Err(err) => return Err(format!("reading the fake at {revision}: {err}")),
             },
             ReadFrom::Real(client) => {
                 let options = GetOptions::new().with_prefix().with_revision(revision);
@@ -820,10 +821,12 @@ impl World {
     /// Compacts all history up to now.
     async fn compact(&self) -> Result<(), String> {
         match &self.backend {
-            Backend::Fake(etcd) => {
-                etcd.compact(etcd.revision());
-                Ok(())
-            }
+            // Nothing new to compact (compacted at this revision already)
+            // is no failure.
+            Backend::Fake(etcd) => match etcd.compact(etcd.revision()) {
+                Ok(()) | Err(fake_etcd::ControlError::Compacted { .. }) => Ok(()),
+                Err(err) => Err(format!("compacting the fake: {err}")),
+            },
             Backend::Real { .. } => {
                 let mut admin = self.admin.clone();
                 let now = admin

@@ -499,7 +499,7 @@ impl Task {
         let mut machine = KeepAlive::new(lease, self.lease_ttl());
         machine.own_key =
             match tokio::time::timeout_at(machine.deadline, self.watch_own_key(lease)).await {
-                Ok(Some(stream)) => OwnKeyWatch::Watching(stream),
+                Ok(Some(stream)) => OwnKeyWatch::Watching(Box::new(stream)),
                 _ => OwnKeyWatch::recheck_soon(),
             };
         self.state.send_replace(RegistrationState::Live { lease });
@@ -615,7 +615,7 @@ impl Task {
                     tokio::time::timeout_at(machine.deadline, self.watch_own_key(machine.lease))
                         .await;
                 machine.own_key = match watched {
-                    Ok(Some(stream)) => OwnKeyWatch::Watching(stream),
+                    Ok(Some(stream)) => OwnKeyWatch::Watching(Box::new(stream)),
                     _ => OwnKeyWatch::recheck_soon(),
                 };
             }
@@ -737,7 +737,8 @@ enum Transition {
 /// The registration's watch on its own key, or, with none, when to check
 /// the key again (and open a new watch).
 enum OwnKeyWatch {
-    Watching(WatchStream),
+    /// Boxed: a stream is large, and this enum moves on every change.
+    Watching(Box<WatchStream>),
     /// An absolute time, kept across events: renewals come every TTL/3,
     /// and a delay made afresh on each event would never end with a TTL
     /// of 3 s or less.

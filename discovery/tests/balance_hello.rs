@@ -1,9 +1,13 @@
-//! Balancing real gRPC calls over registered Greeter servers.
+//! Balancing real gRPC calls over registered Greeter servers. The fake
+//! etcd runs on its virtual clock (its default): leases expire only when a
+//! test advances it, so "killed but its lease not yet expired" is a state a
+//! test can hold for as long as it needs.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use etcd_grpc_discovery::balance::{BalancedChannel, InstanceRouter, WhenEmpty};
+use discovery_test_greeter::KillableServer;
+use etcd_grpc_discovery::balance::{BalancedChannel, InstanceRouter, Policy, WhenEmpty};
 use etcd_grpc_discovery::{Error, Registrar, Resolver};
 use fake_etcd::FakeEtcd;
 use tonic::Code;
@@ -44,19 +48,28 @@ async fn calls_spread_over_registered_servers_and_follow_changes() {
     let resolver = Resolver::builder(client.clone(), "greeter").start();
     let mut rx = resolver.subscribe();
     rx.wait_for(|s| s.endpoints.len() == 3).await.unwrap();
-    let mut greeter = GreeterClient::new(BalancedChannel::new(
-        &resolver,
-        WhenEmpty::Wait(Duration::from_secs(5)),
-    ));
+    let channel = BalancedChannel::new(&resolver, WhenEmpty::Wait(Duration::from_secs(5)));
+    let mut greeter = GreeterClient::new(channel.clone());
 
     let seen = who_answers(&mut greeter, 60).await;
     assert_eq!(seen.len(), 3, "every server gets calls: {seen:?}");
+    channel
+        .wait_for_ready(Duration::from_secs(10), |ready| ready.len() == 3)
+        .await
+        .unwrap();
+    let seen = who_answers(&mut greeter, 60).await;
+    assert!(
+        seen.values().all(|calls| *calls == 20),
+        "round robin over three ready servers: 20 calls each, got {seen:?}"
+    );
 
     let stopped = registrations.remove(0);
     stopped.deregister().await.unwrap();
     rx.wait_for(|s| s.endpoints.len() == 2).await.unwrap();
-    // The balancer has the removal once its pump ran; give it a moment.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    channel
+        .wait_for_ready(Duration::from_secs(10), |ready| ready.len() == 2)
+        .await
+        .unwrap();
     let seen = who_answers(&mut greeter, 40).await;
     assert!(
         !seen.contains_key(&addrs[0]),
@@ -149,4 +162,102 @@ async fn an_invalid_address_is_its_own_error() {
         router.channel("missing"),
         Err(Error::NoEndpoints(_))
     ));
+}
+
+/// Two instances; one is killed (its server and its keepalives stop at
+/// once) while its lease lives on. Its connection closes, so no call goes
+/// there: none fails while the other is up. Once its lease expires
+/// (virtual time), the resolver drops it too.
+async fn a_killed_instance_gets_no_calls(policy: Policy) {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let survivor = KillableServer::start();
+    let mut victim = KillableServer::start();
+    // The survivor's lease must outlive the clock jump that expires the
+    // victim's: its renewals run in real time, which the fake's clock
+    // ignores.
+    let _survivor_registration =
+        Registrar::builder(client.clone(), "greeter", survivor.addr().to_string())
+            .ttl(600)
+            .start();
+    let victim_registration =
+        Registrar::builder(client.clone(), "greeter", victim.addr().to_string())
+            .ttl(10)
+            .start();
+    victim_registration.live().await.unwrap();
+    let resolver = Resolver::builder(client.clone(), "greeter").start();
+    let mut rx = resolver.subscribe();
+    rx.wait_for(|s| s.endpoints.len() == 2).await.unwrap();
+    let channel = BalancedChannel::new(&resolver, WhenEmpty::FailFast).with_policy(policy);
+    channel
+        .wait_for_ready(Duration::from_secs(10), |ready| ready.len() == 2)
+        .await
+        .unwrap();
+    let mut greeter = GreeterClient::new(channel.clone());
+    let seen = who_answers(&mut greeter, 40).await;
+    assert_eq!(seen.len(), 2, "both get calls: {seen:?}");
+
+    // Killed: the process is gone, its key stays until the lease expires.
+    victim.kill();
+    drop(victim_registration);
+    let ready = channel
+        .wait_for_ready(Duration::from_secs(10), |ready| ready.len() == 1)
+        .await
+        .unwrap();
+    assert_eq!(ready, [survivor.addr().to_string()]);
+    assert_eq!(
+        resolver.snapshot().endpoints.len(),
+        2,
+        "the victim's lease has not expired"
+    );
+    // `who_answers` unwraps each reply: a call sent to the dead instance
+    // would fail ("tcp connect error") and fail the test.
+    let seen = who_answers(&mut greeter, 20).await;
+    assert_eq!(
+        seen.get(&survivor.addr().to_string()),
+        Some(&20),
+        "{seen:?}"
+    );
+
+    etcd.advance(Duration::from_secs(11)).await;
+    rx.wait_for(|s| s.endpoints.len() == 1).await.unwrap();
+    let seen = who_answers(&mut greeter, 5).await;
+    assert_eq!(seen.get(&survivor.addr().to_string()), Some(&5), "{seen:?}");
+}
+
+#[tokio::test]
+async fn round_robin_sends_no_call_to_a_killed_instance() {
+    a_killed_instance_gets_no_calls(Policy::RoundRobin).await;
+}
+
+#[tokio::test]
+async fn power_of_two_choices_sends_no_call_to_a_killed_instance() {
+    a_killed_instance_gets_no_calls(Policy::PowerOfTwoChoices).await;
+}
+
+/// The less loaded of two, drawn among the ready instances: every one gets
+/// calls.
+#[tokio::test]
+async fn power_of_two_choices_spreads_over_ready_instances() {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let servers: Vec<KillableServer> = (0..3).map(|_| KillableServer::start()).collect();
+    let _registrations: Vec<_> = servers
+        .iter()
+        .map(|s| Registrar::builder(client.clone(), "greeter", s.addr().to_string()).start())
+        .collect();
+    let resolver = Resolver::builder(client.clone(), "greeter").start();
+    let channel = BalancedChannel::new(&resolver, WhenEmpty::Wait(Duration::from_secs(10)))
+        .with_policy(Policy::PowerOfTwoChoices);
+    channel
+        .wait_for_ready(Duration::from_secs(10), |ready| ready.len() == 3)
+        .await
+        .unwrap();
+    let mut greeter = GreeterClient::new(channel);
+    let seen = who_answers(&mut greeter, 90).await;
+    assert_eq!(seen.len(), 3, "every ready server gets calls: {seen:?}");
 }
