@@ -36,6 +36,12 @@ pub mod discovery_properties;
 pub mod properties;
 pub mod scenarios;
 
+/// The README's Rust examples, compiled (and run) as doctests, so a
+/// snippet a user pastes cannot drift out of compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
