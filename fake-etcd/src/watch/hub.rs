@@ -115,6 +115,10 @@ struct Stream {
 struct SyncedIndex {
     keys: HashMap<Bytes, Vec<WatcherKey>>,
     prefixes: HashMap<Bytes, Vec<WatcherKey>>,
+    /// How many distinct watched prefixes there are of each length: a
+    /// written key is looked up only at those lengths, so a long key costs
+    /// its length once per watched prefix length, never its length squared.
+    prefix_lengths: BTreeMap<usize, usize>,
     ranges: Vec<(KeyRange, WatcherKey)>,
 }
 
@@ -142,31 +146,48 @@ impl SyncedIndex {
     fn insert(&mut self, range: &KeyRange, watcher: WatcherKey) {
         match (range, as_prefix(range)) {
             (KeyRange::Single(key), _) => self.keys.entry(key.clone()).or_default().push(watcher),
-            (_, Some(prefix)) => self
-                .prefixes
-                .entry(prefix.clone())
-                .or_default()
-                .push(watcher),
+            (_, Some(prefix)) => {
+                let watchers = self.prefixes.entry(prefix.clone()).or_default();
+                if watchers.is_empty() {
+                    *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
+                }
+                watchers.push(watcher);
+            }
             _ => self.ranges.push((range.clone(), watcher)),
         }
     }
 
     fn remove(&mut self, range: &KeyRange, watcher: WatcherKey) {
+        /// Whether the key's last watcher went.
         fn remove_from(
             map: &mut HashMap<Bytes, Vec<WatcherKey>>,
             key: &Bytes,
             watcher: WatcherKey,
-        ) {
-            if let Some(list) = map.get_mut(key) {
-                list.retain(|w| *w != watcher);
-                if list.is_empty() {
-                    map.remove(key);
-                }
+        ) -> bool {
+            let Some(list) = map.get_mut(key) else {
+                return false;
+            };
+            list.retain(|w| *w != watcher);
+            let emptied = list.is_empty();
+            if emptied {
+                map.remove(key);
             }
+            emptied
         }
         match (range, as_prefix(range)) {
-            (KeyRange::Single(key), _) => remove_from(&mut self.keys, key, watcher),
-            (_, Some(prefix)) => remove_from(&mut self.prefixes, prefix, watcher),
+            (KeyRange::Single(key), _) => {
+                remove_from(&mut self.keys, key, watcher);
+            }
+            (_, Some(prefix)) => {
+                if remove_from(&mut self.prefixes, prefix, watcher) {
+                    if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.prefix_lengths.remove(&prefix.len());
+                        }
+                    }
+                }
+            }
             _ => self.ranges.retain(|(_, w)| *w != watcher),
         }
     }
@@ -177,7 +198,7 @@ impl SyncedIndex {
             out.extend(list);
         }
         if !self.prefixes.is_empty() {
-            for len in 0..=key.len() {
+            for &len in self.prefix_lengths.range(..=key.len()).map(|(len, _)| len) {
                 if let Some(list) = self.prefixes.get(&key[..len]) {
                     out.extend(list);
                 }
@@ -770,6 +791,33 @@ mod tests {
         found.clear();
         index.matching(b"svc/b", &mut found);
         assert!(found.is_empty());
+        assert!(index.prefix_lengths.is_empty(), "no prefix is watched");
+    }
+
+    #[test]
+    fn prefixes_of_several_lengths_match_long_keys() {
+        let mut index = SyncedIndex::default();
+        let w = |id| WatcherKey { stream: 0, id };
+        let prefix = |p: &'static [u8]| {
+            KeyRange::new(&Bytes::from_static(p), &Bytes::from(prefix_end(p).unwrap()))
+        };
+        index.insert(&prefix(b"a"), w(1));
+        index.insert(&prefix(b"ab"), w(2));
+        index.insert(&prefix(b"ab"), w(3));
+        index.insert(&prefix(b"b"), w(4));
+        let mut long = b"ab".to_vec();
+        long.resize(1 << 20, b'x');
+        let mut found = Vec::new();
+        index.matching(&long, &mut found);
+        found.sort();
+        assert_eq!(found, [w(1), w(2), w(3)]);
+        assert_eq!(index.prefix_lengths.get(&2), Some(&1));
+        index.remove(&prefix(b"ab"), w(2));
+        assert_eq!(
+            index.prefix_lengths.get(&2),
+            Some(&1),
+            "w(3) still watches ab"
+        );
     }
 
     #[test]
