@@ -189,7 +189,8 @@ pub async fn compare_boundaries(s: &mut Scenario) {
     .await;
     let kv = got.kvs.remove(0);
     // (target, the key's value, a union holding a value near it)
-    let numeric: [(CompareTarget, i64, fn(i64) -> TargetUnion); 4] = [
+    type Numeric = (CompareTarget, i64, fn(i64) -> TargetUnion);
+    let numeric: [Numeric; 4] = [
         (Version, kv.version, TargetUnion::Version),
         (Create, kv.create_revision, TargetUnion::CreateRevision),
         (Mod, kv.mod_revision, TargetUnion::ModRevision),
