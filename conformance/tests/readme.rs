@@ -9,7 +9,11 @@ const EXAMPLE: &str = include_str!("../../discovery/examples/readme_snippet.rs")
 fn lines_between<'t>(text: &'t str, start: &str, end: &str) -> Vec<&'t str> {
     let lines: Vec<&str> = text.lines().collect();
     let first = lines.iter().position(|l| l.contains(start)).expect(start) + 1;
-    let last = first + lines[first..].iter().position(|l| l.contains(end)).expect(end);
+    let last = first
+        + lines[first..]
+            .iter()
+            .position(|l| l.contains(end))
+            .expect(end);
     let indent = lines[first..last]
         .iter()
         .filter(|l| !l.trim().is_empty())
@@ -25,6 +29,13 @@ fn lines_between<'t>(text: &'t str, start: &str, end: &str) -> Vec<&'t str> {
 #[test]
 fn the_discovery_snippet_is_the_example_s() {
     let readme = lines_between(README, "```rust,ignore", "```");
-    let example = lines_between(EXAMPLE, "--- README snippet start", "--- README snippet end");
-    assert_eq!(readme, example, "README.md and discovery/examples/readme_snippet.rs differ");
+    let example = lines_between(
+        EXAMPLE,
+        "--- README snippet start",
+        "--- README snippet end",
+    );
+    assert_eq!(
+        readme, example,
+        "README.md and discovery/examples/readme_snippet.rs differ"
+    );
 }
