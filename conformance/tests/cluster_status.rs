@@ -18,3 +18,8 @@ async fn member_list() {
 async fn no_alarms() {
     run(cluster::no_alarms).await;
 }
+
+#[tokio::test]
+async fn move_leader_of_a_single_member() {
+    run(cluster::move_leader_of_a_single_member).await;
+}

@@ -49,6 +49,8 @@ pub(crate) enum EtcdError {
     ServerStopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     /// A watch's cancel reason (mvcc's `ErrEmptyWatcherRange`), never a
     /// status: etcd sends it inside a `WatchResponse`.
     #[error("mvcc: watcher range is empty")]
@@ -70,7 +72,7 @@ impl EtcdError {
             | Self::DuplicateKey
             | Self::RequestTooLarge => Code::InvalidArgument,
             Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
-            Self::LeaseExists => Code::FailedPrecondition,
+            Self::LeaseExists | Self::BadLeaderTransferee => Code::FailedPrecondition,
             Self::LeaseNotFound => Code::NotFound,
             Self::NoSpace | Self::TooManyRequests => Code::ResourceExhausted,
             Self::RequestTimedOut | Self::LeaderChanged | Self::NoLeader | Self::ServerStopped => {
@@ -191,6 +193,11 @@ mod tests {
                 EtcdError::TooManyRequests,
                 Code::ResourceExhausted,
                 "etcdserver: too many requests",
+            ),
+            (
+                EtcdError::BadLeaderTransferee,
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
             ),
             (
                 EtcdError::WatcherRangeEmpty,

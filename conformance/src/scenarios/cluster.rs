@@ -2,8 +2,10 @@
 //! single-member etcd answers them.
 
 use etcd_proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmRequest, AlarmType, MemberListRequest, StatusRequest,
+    alarm_request::AlarmAction, AlarmRequest, AlarmType, MemberListRequest, MoveLeaderRequest,
+    StatusRequest,
 };
+use tonic::Code;
 
 use crate::Scenario;
 
@@ -64,4 +66,33 @@ pub async fn no_alarms(s: &mut Scenario) {
         .into_inner();
     assert!(alarms.alarms.is_empty());
     assert!(alarms.header.expect("header").revision > 0);
+}
+
+/// MoveLeader on a single member: to itself, done at once with an empty
+/// answer (no header); to an unknown member or to 0, refused.
+pub async fn move_leader_of_a_single_member(s: &mut Scenario) {
+    let status = s
+        .maintenance
+        .status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let moved = s
+        .maintenance
+        .move_leader(MoveLeaderRequest {
+            target_id: status.leader,
+        })
+        .await
+        .expect("move leader to itself")
+        .into_inner();
+    assert_eq!(moved.header, None, "etcd's MoveLeader answer has no header");
+    for target_id in [0, status.leader.wrapping_add(1)] {
+        let refused = s
+            .maintenance
+            .move_leader(MoveLeaderRequest { target_id })
+            .await
+            .expect_err("no such member");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert_eq!(refused.message(), "etcdserver: bad leader transferee");
+    }
 }

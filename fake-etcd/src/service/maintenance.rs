@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{serve, unimplemented};
+use crate::error::EtcdError;
 use crate::member::{Applied, Member, ETCD_VERSION};
 
 /// A fresh etcd's database file: bbolt's initial pages.
@@ -97,9 +98,16 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unimplemented("MoveLeader"))
+        // A single member is always the leader: moving leadership to it is
+        // done at once, and there is no other member to move it to (an
+        // unknown ID and 0 are refused alike, as etcd refuses them). etcd
+        // answers with no header.
+        if request.into_inner().target_id != self.member.identity.member_id {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
+        Ok(Response::new(MoveLeaderResponse::default()))
     }
 
     async fn downgrade(
