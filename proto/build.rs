@@ -4,10 +4,12 @@
 use std::path::Path;
 
 const ROOT: &str = "proto";
-const FILES: [&str; 3] = [
+const FILES: [&str; 5] = [
     "etcd/api/mvccpb/kv.proto",
     "etcd/api/authpb/auth.proto",
     "etcd/api/etcdserverpb/rpc.proto",
+    "etcd/server/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
+    "etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -92,7 +92,7 @@ pub(crate) struct Member {
     /// Injected errors, delays, and the connection switches.
     pub(crate) faults: Arc<FaultState>,
     /// Where in-process connections arrive.
-    pub(crate) in_process: InProcessListener,
+    pub(crate) in_process: Arc<InProcessListener>,
     core: Mutex<Core>,
 }
 
@@ -110,7 +110,7 @@ impl Member {
             timer_wakeup: Notify::new(),
             watch_sync: Notify::new(),
             faults: Arc::new(FaultState::new(seed)),
-            in_process: InProcessListener::default(),
+            in_process: Arc::default(),
             core: Mutex::new(core),
         }
     }

@@ -29,6 +29,8 @@ use etcd_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use etcd_proto::v3electionpb::election_server::ElectionServer;
+use etcd_proto::v3lockpb::lock_server::LockServer;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
@@ -42,8 +44,9 @@ use crate::faults::InjectFaults;
 use crate::member::Member;
 use crate::pipe::InProcessIncoming;
 use crate::service::{
-    cluster::ClusterService, kv::KvService, lease::LeaseService, limits::GrpcGoLimitErrors,
-    limits::MAX_RECV_BYTES, maintenance::MaintenanceService, watch::WatchService,
+    cluster::ClusterService, election::ElectionService, kv::KvService, lease::LeaseService,
+    limits::GrpcGoLimitErrors, limits::MAX_RECV_BYTES, lock::LockService,
+    maintenance::MaintenanceService, watch::WatchService,
 };
 
 /// Starts the tasks a member runs for its whole life, whatever its server
@@ -105,6 +108,9 @@ pub(crate) async fn serve_grpc(
         pipes.map(move |pipe| Ok(Connection::new(Either::Right(pipe), &member)))
     };
     let connections = sockets.merge(pipes);
+    // Lock and Election call the member's own services through this, as
+    // etcd's in-process client does.
+    let own_channel = crate::pipe::channel(Arc::downgrade(&member.in_process));
 
     Server::builder()
         .layer(GrpcGoLimitErrors)
@@ -126,6 +132,14 @@ pub(crate) async fn serve_grpc(
         )
         .add_service(
             LeaseServer::new(LeaseService::new(Arc::clone(&member)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            LockServer::new(LockService::new(own_channel.clone()))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(own_channel))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
         .add_service(

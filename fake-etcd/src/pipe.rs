@@ -4,7 +4,7 @@
 //! stream [`InProcessListener::listen`] gave it.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
@@ -48,4 +48,25 @@ impl InProcessListener {
             )),
         }
     }
+}
+
+/// A tonic channel whose connections are pipes to `listener`: what
+/// [`FakeEtcd::in_process_channel`](crate::FakeEtcd::in_process_channel)
+/// hands a test, and what the Lock and Election services call the member's
+/// own KV, Lease and Watch services through. A connection the member drops
+/// is reopened on the next call, as a socket would be; once the member is
+/// gone, connecting is refused.
+pub(crate) fn channel(listener: Weak<InProcessListener>) -> tonic::transport::Channel {
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let pipe = match listener.upgrade() {
+            Some(listener) => listener.connect(),
+            None => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "fake-etcd was dropped",
+            )),
+        };
+        std::future::ready(pipe.map(hyper_util::rt::TokioIo::new))
+    });
+    tonic::transport::Endpoint::from_static("http://fake-etcd.in-process")
+        .connect_with_connector_lazy(connector)
 }

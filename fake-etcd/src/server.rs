@@ -122,19 +122,7 @@ impl FakeEtcd {
     /// socket (a TCP proxy such as [`Bridge`](crate::Bridge) in between),
     /// use [`FakeEtcd::endpoint`].
     pub fn in_process_channel(&self) -> tonic::transport::Channel {
-        let member = Arc::downgrade(&self.member);
-        let connector = tower::service_fn(move |_: http::Uri| {
-            let pipe = match member.upgrade() {
-                Some(member) => member.in_process.connect(),
-                None => Err(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "fake-etcd was dropped",
-                )),
-            };
-            std::future::ready(pipe.map(hyper_util::rt::TokioIo::new))
-        });
-        tonic::transport::Endpoint::from_static("http://fake-etcd.in-process")
-            .connect_with_connector_lazy(connector)
+        crate::pipe::channel(Arc::downgrade(&self.member.in_process))
     }
 
     /// The current revision of the store.

@@ -14,6 +14,8 @@
 //! - [`etcdserverpb`]: the request and response messages, and the client and
 //!   server code of the `KV`, `Watch`, `Lease`, `Cluster`, `Maintenance` and
 //!   `Auth` services.
+//! - [`v3lockpb`] and [`v3electionpb`]: the `Lock` and `Election` services
+//!   etcd serves beside them, built on the services above.
 //!
 //! # Example
 //!
@@ -40,6 +42,18 @@ pub mod authpb {
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// The lock service (`v3lockpb`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// The election service (`v3electionpb`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
 
 /// The README's example, compiled as a doctest.

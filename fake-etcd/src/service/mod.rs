@@ -15,12 +15,18 @@
 //!    watchers and fills the header.
 //!
 //! A service's handler is then only what its RPC means. Streams (Watch,
-//! LeaseKeepAlive) run the same stages per message.
+//! LeaseKeepAlive) run the same stages per message. Lock and Election sit
+//! above the others, as in etcd: they call the member's KV, Lease and Watch
+//! services through its own in-process client ([`local_client`]), so each
+//! of their steps passes this pipeline as any client's request does.
 
 pub(crate) mod cluster;
+pub(crate) mod election;
 pub(crate) mod kv;
 pub(crate) mod lease;
 pub(crate) mod limits;
+pub(crate) mod local_client;
+pub(crate) mod lock;
 pub(crate) mod maintenance;
 pub(crate) mod watch;
 
