@@ -31,24 +31,6 @@ async fn count_direct(s: &Scenario) -> usize {
         .len()
 }
 
-/// Shows that `task` does not finish. On the fake, under tokio's paused
-/// clock, a 10 s timeout fires only once every task is idle, so whatever
-/// could answer (every hop of a round trip included) has had its chance,
-/// in no wall time. A real etcd is given half a second of real time.
-async fn assert_not_finished<T>(s: &Scenario, task: &mut tokio::task::JoinHandle<T>, what: &str) {
-    let patience = if s.is_fake() {
-        tokio::time::pause();
-        Duration::from_secs(10)
-    } else {
-        Duration::from_millis(500)
-    };
-    let outcome = tokio::time::timeout(patience, task).await;
-    if s.is_fake() {
-        tokio::time::resume();
-    }
-    assert!(outcome.is_err(), "{what}");
-}
-
 /// Dropped connections end the client's streams; its next calls reconnect;
 /// every write acknowledged before is there.
 pub async fn bridge_drops_connections(s: &mut Scenario) {
@@ -90,7 +72,7 @@ pub async fn bridge_pause_holds_requests(s: &mut Scenario) {
     let key = s.key("during");
     let mut held = client.clone();
     let mut write = tokio::spawn(async move { held.put(key, "v", None).await });
-    assert_not_finished(s, &mut write, "no answer during the partition").await;
+    super::assert_not_finished(s, &mut write, "no answer during the partition").await;
 
     bridge.resume();
     tokio::time::timeout(Duration::from_secs(10), write)
