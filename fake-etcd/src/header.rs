@@ -68,6 +68,7 @@ has_header!(
     pb::LeaseKeepAliveResponse,
     pb::AlarmResponse,
     pb::StatusResponse,
+    pb::HashKvResponse,
     pb::MemberListResponse,
 );
 

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod kv;
 pub mod lease;
 pub mod lock;
+pub mod maintenance;
 pub mod txn;
 pub mod watch;
 

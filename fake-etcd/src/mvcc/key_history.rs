@@ -92,6 +92,12 @@ impl KeyHistory {
         !self.changes.is_empty()
     }
 
+    /// Every retained change, oldest first: its revision, and the key's
+    /// value for a put (`None` for a tombstone).
+    pub(crate) fn changes(&self) -> impl Iterator<Item = (Revision, Option<&KeyValue>)> {
+        self.changes.iter().map(|c| (c.revision, c.kv.as_ref()))
+    }
+
     /// How many changes are retained.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -83,8 +83,18 @@ impl Maintenance for MaintenanceService {
         Err(unimplemented("Hash"))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        serve(&self.member, request, |core, req, _| {
+            let (hash, compact_revision) = core.store.hash_kv(req.revision)?;
+            Ok(Applied::response(HashKvResponse {
+                header: None,
+                hash,
+                compact_revision,
+            }))
+        })
     }
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;

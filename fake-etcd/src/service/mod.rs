@@ -124,5 +124,6 @@ etcd_requests! {
     pb::LeaseLeasesRequest => |_| Access::Read;
     pb::AlarmRequest => |_| Access::Write;
     pb::StatusRequest => |_| Access::Read;
+    pb::HashKvRequest => |_| Access::Read;
     pb::MemberListRequest => |_| Access::Read;
 }

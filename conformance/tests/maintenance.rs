@@ -1,0 +1,9 @@
+//! Maintenance scenarios that take the target to themselves.
+
+use conformance::run_exclusive;
+use conformance::scenarios::maintenance;
+
+#[tokio::test]
+async fn hash_kv_matches_its_definition() {
+    run_exclusive(maintenance::hash_kv_matches_its_definition).await;
+}
