@@ -101,6 +101,18 @@ impl Core {
             .collect()
     }
 
+    /// The raised alarms: `(member, alarm type)`.
+    pub(crate) fn alarms(&self) -> impl Iterator<Item = (u64, i32)> + '_ {
+        self.alarms.iter().copied()
+    }
+
+    /// Raises an alarm (restoring one from a snapshot).
+    pub(crate) fn raise_alarm(&mut self, member: u64, alarm: i32) {
+        if alarm != AlarmType::None as i32 {
+            self.alarms.insert((member, alarm));
+        }
+    }
+
     /// Whether the NOSPACE alarm is raised (writes that store data fail).
     pub(crate) fn no_space(&self) -> bool {
         self.alarms

@@ -69,6 +69,7 @@ has_header!(
     pb::AlarmResponse,
     pb::StatusResponse,
     pb::HashKvResponse,
+    pb::HashResponse,
     pb::MemberListResponse,
 );
 

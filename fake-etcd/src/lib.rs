@@ -32,6 +32,8 @@
 //!   reaches the core.
 //! - `service`: tonic glue, one module per etcd service, and the request
 //!   pipeline they share (decode, validate, authorize, apply, respond).
+//! - `snapshot`: the member's state as etcd's bbolt database, and back
+//!   (`Maintenance.Snapshot`, `Hash`, and starting from a snapshot).
 //! - `pipe`: in-process connections, with no socket under them.
 //! - `net`: the gRPC server, background tasks, connections that obey faults.
 //! - `server`: [`FakeEtcd`], its builder, and the test's controls.
@@ -64,9 +66,11 @@ mod pipe;
 mod revision;
 mod server;
 mod service;
+mod snapshot;
 mod watch;
 
 pub use bridge::Bridge;
 pub use clock::TimeSource;
 pub use faults::{errors, Rpc};
 pub use server::{ControlError, FakeEtcd, FakeEtcdBuilder, KeyAndValue, LeaseInfo};
+pub use snapshot::SnapshotError;

@@ -115,6 +115,15 @@ impl Member {
         }
     }
 
+    /// Who the member is, as a snapshot records it.
+    pub(crate) fn membership(&self) -> crate::snapshot::Membership<'_> {
+        crate::snapshot::Membership {
+            member_id: self.identity.member_id,
+            name: &self.identity.name,
+            peer_urls: &self.identity.peer_urls,
+        }
+    }
+
     /// Locks the state. A panic while it was held (a bug) must not take every
     /// other client down with it, so a poisoned lock is still used: each
     /// request validates before it changes anything, so the state is whole.

@@ -92,6 +92,17 @@ impl KeyHistory {
         !self.changes.is_empty()
     }
 
+    /// A history of retained changes, oldest first, as a snapshot holds
+    /// them (it may start with a tombstone at the compaction point).
+    /// `None` if there are none.
+    pub(crate) fn from_changes(changes: Vec<(Revision, Option<KeyValue>)>) -> Option<Self> {
+        let changes: Vec<Change> = changes
+            .into_iter()
+            .map(|(revision, kv)| Change { revision, kv })
+            .collect();
+        (!changes.is_empty()).then_some(Self { changes })
+    }
+
     /// Every retained change, oldest first: its revision, and the key's
     /// value for a put (`None` for a tombstone).
     pub(crate) fn changes(&self) -> impl Iterator<Item = (Revision, Option<&KeyValue>)> {

@@ -151,6 +151,74 @@ impl Store {
         Ok(())
     }
 
+    /// Every retained change of every key, in revision order: the entries
+    /// of etcd's `key` bucket (a tombstone's value is `None`).
+    pub(crate) fn history(&self) -> Vec<(Revision, &Bytes, Option<&KeyValue>)> {
+        let mut entries: Vec<_> = self
+            .keys
+            .iter()
+            .flat_map(|(key, history)| history.changes().map(move |(r, kv)| (r, key, kv)))
+            .collect();
+        entries.sort_unstable_by_key(|&(revision, ..)| revision);
+        entries
+    }
+
+    /// A store holding `history` (every retained change, in revision
+    /// order, as [`Store::history`] gives them), compacted at
+    /// `compact_revision` (-1 for never). Its revision is the last change's,
+    /// or the compaction's if that is later. The change log watchers catch
+    /// up from is rebuilt for the changes after the compaction.
+    pub(crate) fn restore(
+        history: Vec<(Revision, Bytes, Option<KeyValue>)>,
+        compact_revision: i64,
+    ) -> Self {
+        let mut store = Store {
+            compact_revision,
+            ..Store::default()
+        };
+        let mut by_key: BTreeMap<Bytes, Vec<(Revision, Option<KeyValue>)>> = BTreeMap::new();
+        let mut latest: std::collections::HashMap<Bytes, KeyValue> =
+            std::collections::HashMap::new();
+        let mut events: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+        for (revision, key, kv) in history {
+            store.revision = store.revision.max(revision.main);
+            let before = match &kv {
+                Some(kv) => latest.insert(key.clone(), kv.clone()),
+                None => latest.remove(&key),
+            };
+            if revision.main > compact_revision {
+                let event = match &kv {
+                    Some(kv) => Event {
+                        r#type: EventType::Put as i32,
+                        kv: Some(kv.clone()),
+                        prev_kv: before,
+                    },
+                    None => Event {
+                        r#type: EventType::Delete as i32,
+                        kv: Some(KeyValue {
+                            key: key.clone(),
+                            mod_revision: revision.main,
+                            ..Default::default()
+                        }),
+                        prev_kv: before,
+                    },
+                };
+                events.entry(revision.main).or_default().push(event);
+            }
+            by_key.entry(key).or_default().push((revision, kv));
+        }
+        store.revision = store.revision.max(compact_revision);
+        store.keys = by_key
+            .into_iter()
+            .filter_map(|(key, changes)| Some((key, KeyHistory::from_changes(changes)?)))
+            .collect();
+        store.changes = events
+            .into_iter()
+            .map(|(revision, events)| (revision, events.into()))
+            .collect();
+        store
+    }
+
     /// `Maintenance.HashKV`: etcd's crc32c (Castagnoli) of its `key` bucket
     /// up to revision `rev` (0: now), and the compaction revision (-1 if
     /// none). The bucket's entries are every change, keyed by revision
@@ -175,24 +243,25 @@ impl Store {
             return Err(EtcdError::Compacted);
         }
         let rev = if rev == 0 { self.revision } else { rev };
-        // (revision, key, value or tombstone, whether a read at `rev` sees it)
-        let mut entries = Vec::new();
-        let mut any_visible = false;
-        for (key, history) in &self.keys {
-            let visible = history
-                .changes()
-                .filter(|(r, _)| r.main <= rev)
-                .last()
-                .filter(|(_, kv)| kv.is_some())
-                .map(|(r, _)| r);
-            any_visible |= visible.is_some();
-            for (revision, kv) in history.changes().filter(|(r, _)| r.main <= rev) {
-                entries.push((revision, key, kv, visible == Some(revision)));
+        // A read at `rev` sees, for each key, its last change up to `rev`
+        // if that is a put.
+        let mut visible = std::collections::HashSet::new();
+        for history in self.keys.values() {
+            if let Some((revision, Some(_))) =
+                history.changes().filter(|(r, _)| r.main <= rev).last()
+            {
+                visible.insert(revision);
             }
         }
-        entries.sort_unstable_by_key(|&(revision, ..)| revision);
+        let any_visible = !visible.is_empty();
+        let entries = self
+            .history()
+            .into_iter()
+            .take_while(|(revision, ..)| revision.main <= rev)
+            .map(|(revision, key, kv)| (revision, key, kv, visible.contains(&revision)));
         let mut hash = crc32c::crc32c(b"key");
         for (revision, key, kv, visible) in entries {
+            let key: &Bytes = key;
             if revision.main <= compacted && (kv.is_none() || (any_visible && !visible)) {
                 continue;
             }

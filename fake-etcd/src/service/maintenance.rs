@@ -12,14 +12,20 @@ use etcd_proto::etcdserverpb::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
 use super::{serve, unimplemented};
 use crate::error::EtcdError;
 use crate::member::{Applied, Member, ETCD_VERSION};
+use crate::snapshot;
 
 /// A fresh etcd's database file: bbolt's initial pages.
 const EMPTY_DB_BYTES: i64 = 20_480;
 /// An estimate of what one retained key costs in etcd's database.
 const BYTES_PER_KEY: i64 = 128;
+/// The size of a snapshot's data messages (etcd's `snapshotSendBufferSize`).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
 /// The Maintenance service of one member.
 #[derive(Debug, Clone)]
@@ -79,8 +85,15 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(DefragmentResponse::default()))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unimplemented("Hash"))
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let member = &self.member;
+        serve(member, request, |core, _, _| {
+            let buckets = snapshot::buckets(core, member.membership());
+            Ok(Applied::response(HashResponse {
+                header: None,
+                hash: snapshot::hash(&buckets),
+            }))
+        })
     }
 
     async fn hash_kv(
@@ -103,7 +116,36 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        // One consistent read of the whole state, as etcd's one bbolt read
+        // transaction.
+        let database = {
+            let core = self.member.lock();
+            snapshot::save(&core, self.member.membership())
+        };
+        let (messages, stream) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let total = database.len();
+            let mut sent = 0;
+            for chunk in database.chunks(SNAPSHOT_CHUNK) {
+                sent += chunk.len();
+                let message = SnapshotResponse {
+                    header: None,
+                    remaining_bytes: (total - sent) as u64,
+                    blob: Bytes::copy_from_slice(chunk),
+                };
+                if messages.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            // Then the checksum `etcdctl snapshot save` verifies, alone.
+            let checksum = SnapshotResponse {
+                header: None,
+                remaining_bytes: 0,
+                blob: Bytes::copy_from_slice(&Sha256::digest(&database)),
+            };
+            let _ = messages.send(Ok(checksum)).await;
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 
     async fn move_leader(

@@ -125,5 +125,6 @@ etcd_requests! {
     pb::AlarmRequest => |_| Access::Write;
     pb::StatusRequest => |_| Access::Read;
     pb::HashKvRequest => |_| Access::Read;
+    pb::HashRequest => |_| Access::Read;
     pb::MemberListRequest => |_| Access::Read;
 }

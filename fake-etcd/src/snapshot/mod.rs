@@ -1,0 +1,388 @@
+//! etcd snapshots: the member's state as the bbolt database etcd's backend
+//! keeps, and back.
+//!
+//! [`save`] maps the store, the leases, the alarms and the membership to
+//! etcd 3.5's buckets (`key` with revision keys and `KeyValue` values,
+//! `lease`, `meta` with the raft and compaction markers, `members`,
+//! `cluster`, `alarm` and the auth buckets) and writes them with [`bolt`];
+//! `etcdctl snapshot status` and `etcdutl snapshot restore` read the result
+//! as one of etcd's own. [`load`] reads a snapshot etcd (or the fake) took
+//! back into a core. The store knows nothing of this format; this module
+//! knows nothing of gRPC.
+//!
+//! The bbolt format is written here rather than through a bbolt crate: a
+//! snapshot needs only a bulk writer and a reader of flat buckets, a few
+//! hundred lines that etcd's own tools check on every CI run.
+
+pub(crate) mod bolt;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_proto::etcdserverpb::AlarmMember;
+use etcd_proto::mvccpb::KeyValue;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::core::Core;
+use crate::kv::LeaseAttachments;
+use crate::mvcc::Store;
+use crate::revision::Revision;
+
+/// The cluster version a 3.5 member records.
+const CLUSTER_VERSION: &str = "3.5.0";
+
+/// Who the member is, as the `members` and `meta` buckets record it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Membership<'a> {
+    pub(crate) member_id: u64,
+    pub(crate) name: &'a str,
+    pub(crate) peer_urls: &'a [String],
+}
+
+/// etcd's `leasepb.Lease`, as the `lease` bucket holds it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LeaseRecord {
+    #[prost(int64, tag = "1")]
+    id: i64,
+    #[prost(int64, tag = "2")]
+    ttl: i64,
+    #[prost(int64, tag = "3")]
+    remaining_ttl: i64,
+}
+
+/// Why a file is not a snapshot the fake can load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not a bbolt database, or a damaged one.
+    #[error("not an etcd snapshot: {0}")]
+    NotASnapshot(String),
+    /// The sha256 trailer `etcdctl snapshot save` keeps does not match.
+    #[error("not an etcd snapshot: its sha256 trailer does not match its contents")]
+    HashMismatch,
+}
+
+/// A JSON string literal (the few JSON values of a snapshot are built by
+/// hand: names and URLs are their only strings).
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn u64_bytes(value: u64) -> Vec<u8> {
+    value.to_be_bytes().to_vec()
+}
+
+/// The buckets etcd 3.5 would hold for this member's state.
+pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
+    let bucket = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().collect::<BTreeMap<_, _>>();
+    let mut buckets = bolt::Buckets::new();
+
+    let alarms = core
+        .alarms()
+        .map(|(member_id, alarm)| (AlarmMember { member_id, alarm }.encode_to_vec(), Vec::new()))
+        .collect();
+    buckets.insert(b"alarm".to_vec(), bucket(alarms));
+    buckets.insert(
+        b"auth".to_vec(),
+        bucket(vec![(b"authRevision".to_vec(), u64_bytes(1))]),
+    );
+    buckets.insert(b"authRoles".to_vec(), BTreeMap::new());
+    buckets.insert(b"authUsers".to_vec(), BTreeMap::new());
+    buckets.insert(
+        b"cluster".to_vec(),
+        bucket(vec![(
+            b"clusterVersion".to_vec(),
+            CLUSTER_VERSION.as_bytes().to_vec(),
+        )]),
+    );
+
+    let keys = core
+        .store
+        .history()
+        .into_iter()
+        .map(|(revision, key, kv)| {
+            let value = match kv {
+                Some(kv) => kv.encode_to_vec(),
+                // A deletion holds only the key.
+                None => KeyValue {
+                    key: key.clone(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            };
+            (revision.to_bucket_key(kv.is_none()), value)
+        })
+        .collect();
+    buckets.insert(b"key".to_vec(), bucket(keys));
+
+    let leases = core
+        .lessor
+        .by_deadline()
+        .map(|lease| {
+            let record = LeaseRecord {
+                id: lease.id,
+                ttl: lease.ttl,
+                remaining_ttl: 0,
+            };
+            (u64_bytes(lease.id as u64), record.encode_to_vec())
+        })
+        .collect();
+    buckets.insert(b"lease".to_vec(), bucket(leases));
+
+    let urls: Vec<String> = member.peer_urls.iter().map(|u| json_string(u)).collect();
+    let record = format!(
+        "{{\"id\":{},\"peerURLs\":[{}],\"name\":{}}}",
+        member.member_id,
+        urls.join(","),
+        json_string(member.name)
+    );
+    buckets.insert(
+        b"members".to_vec(),
+        bucket(vec![(
+            format!("{:016x}", member.member_id).into_bytes(),
+            record.into_bytes(),
+        )]),
+    );
+    buckets.insert(b"members_removed".to_vec(), BTreeMap::new());
+
+    let mut meta = vec![
+        (
+            b"confState".to_vec(),
+            format!("{{\"voters\":[{}],\"auto_leave\":false}}", member.member_id).into_bytes(),
+        ),
+        (b"consistent_index".to_vec(), u64_bytes(core.raft_index)),
+        (b"term".to_vec(), u64_bytes(core.raft_term)),
+    ];
+    let compacted = core.store.compact_revision();
+    if compacted > 0 {
+        let at = Revision::new(compacted, 0).to_bucket_key(false);
+        meta.push((b"scheduledCompactRev".to_vec(), at.clone()));
+        meta.push((b"finishedCompactRev".to_vec(), at));
+    }
+    buckets.insert(b"meta".to_vec(), bucket(meta));
+    buckets
+}
+
+/// The member's state as an etcd snapshot: a bbolt database file.
+pub(crate) fn save(core: &Core, member: Membership<'_>) -> Vec<u8> {
+    // The transaction ID only orders the two meta pages.
+    bolt::write(&buckets(core, member), core.raft_index.max(2))
+}
+
+/// The value of `Maintenance.Hash`: crc32c of every bucket's name and
+/// entries, in order, leaving out the raft term and index (which differ
+/// between members of one cluster).
+pub(crate) fn hash(buckets: &bolt::Buckets) -> u32 {
+    let mut hash = 0;
+    for (name, entries) in buckets {
+        hash = crc32c::crc32c_append(hash, name);
+        for (key, value) in entries {
+            let raft_position = name == b"meta"
+                && (key.as_slice() == b"term" || key.as_slice() == b"consistent_index");
+            if !raft_position {
+                hash = crc32c::crc32c_append(hash, key);
+                hash = crc32c::crc32c_append(hash, value);
+            }
+        }
+    }
+    hash
+}
+
+/// A snapshot's contents, ready to become a member's state.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) store: Store,
+    /// `(id, TTL in seconds)` of every lease.
+    pub(crate) leases: Vec<(i64, i64)>,
+    pub(crate) alarms: Vec<(u64, i32)>,
+    pub(crate) raft_term: Option<u64>,
+    pub(crate) raft_index: Option<u64>,
+}
+
+fn not_a_snapshot(why: impl Into<String>) -> SnapshotError {
+    SnapshotError::NotASnapshot(why.into())
+}
+
+fn revision_of(key: &[u8]) -> Option<(Revision, bool)> {
+    let (main, rest) = key.split_first_chunk::<8>()?;
+    let (&separator, rest) = rest.split_first()?;
+    let (sub, marker) = rest.split_first_chunk::<8>()?;
+    let tombstone = match marker {
+        [] => false,
+        [b't'] => true,
+        _ => return None,
+    };
+    (separator == b'_').then(|| {
+        (
+            Revision::new(i64::from_be_bytes(*main), i64::from_be_bytes(*sub)),
+            tombstone,
+        )
+    })
+}
+
+/// Reads a snapshot taken by etcd (`etcdctl snapshot save`, with or without
+/// its sha256 trailer) or by the fake.
+///
+/// # Errors
+///
+/// If the file is not an etcd snapshot, is damaged, or its trailer does not
+/// match.
+pub(crate) fn load(file: &[u8]) -> Result<Loaded, SnapshotError> {
+    let database = match file.len() % bolt::PAGE_SIZE {
+        0 => file,
+        32 => {
+            let (database, trailer) = file.split_at(file.len() - 32);
+            if Sha256::digest(database).as_slice() != trailer {
+                return Err(SnapshotError::HashMismatch);
+            }
+            database
+        }
+        _ => {
+            return Err(not_a_snapshot(format!(
+                "its size, {} bytes, is no whole number of 4096-byte pages",
+                file.len()
+            )))
+        }
+    };
+    let buckets = bolt::read(database).map_err(|e| not_a_snapshot(e.to_string()))?;
+    let (Some(key), Some(meta)) = (buckets.get(&b"key"[..]), buckets.get(&b"meta"[..])) else {
+        return Err(not_a_snapshot(
+            "a bbolt database without etcd's key and meta buckets",
+        ));
+    };
+
+    let mut history = Vec::with_capacity(key.len());
+    for (bucket_key, value) in key {
+        let (revision, tombstone) = revision_of(bucket_key)
+            .ok_or_else(|| not_a_snapshot("a key-bucket entry whose key is not a revision"))?;
+        let kv = KeyValue::decode(value.as_slice())
+            .map_err(|e| not_a_snapshot(format!("a key-bucket value is not a KeyValue: {e}")))?;
+        let key = kv.key.clone();
+        history.push((revision, key, (!tombstone).then_some(kv)));
+    }
+    let compacted = ["scheduledCompactRev", "finishedCompactRev"]
+        .iter()
+        .filter_map(|name| meta.get(name.as_bytes()))
+        .filter_map(|value| revision_of(value))
+        .map(|(revision, _)| revision.main)
+        .max()
+        .unwrap_or(-1);
+    let u64_of = |value: &Vec<u8>| value.as_slice().try_into().ok().map(u64::from_be_bytes);
+
+    let mut leases = Vec::new();
+    for value in buckets
+        .get(&b"lease"[..])
+        .into_iter()
+        .flat_map(BTreeMap::values)
+    {
+        let lease = LeaseRecord::decode(value.as_slice())
+            .map_err(|e| not_a_snapshot(format!("a lease-bucket value is not a Lease: {e}")))?;
+        let ttl = if lease.remaining_ttl > 0 {
+            lease.remaining_ttl
+        } else {
+            lease.ttl
+        };
+        leases.push((lease.id, ttl));
+    }
+    let mut alarms = Vec::new();
+    for alarm in buckets
+        .get(&b"alarm"[..])
+        .into_iter()
+        .flat_map(BTreeMap::keys)
+    {
+        let alarm = AlarmMember::decode(alarm.as_slice())
+            .map_err(|e| not_a_snapshot(format!("an alarm-bucket key is not an alarm: {e}")))?;
+        alarms.push((alarm.member_id, alarm.alarm));
+    }
+    Ok(Loaded {
+        store: Store::restore(history, compacted),
+        leases,
+        alarms,
+        raft_term: meta.get(&b"term"[..]).and_then(u64_of),
+        raft_index: meta.get(&b"consistent_index"[..]).and_then(u64_of),
+    })
+}
+
+impl Loaded {
+    /// Makes a fresh core hold the snapshot's state: its store, its leases
+    /// (TTLs restarted at `now`, with the keys that name them), its alarms.
+    pub(crate) fn into_core(self, core: &mut Core, now: Duration) {
+        core.store = self.store;
+        for (id, ttl) in self.leases {
+            // An ID taken twice, or a TTL past etcd's limit: the first, or
+            // none, as etcd's own lessor would hold it.
+            let _ = core.lessor.grant(id, ttl, now);
+        }
+        let attached: Vec<(i64, Bytes)> = core
+            .store
+            .range_at(
+                &crate::mvcc::KeyRange::From(Bytes::new()),
+                core.store.revision(),
+            )
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| (kv.lease, kv.key.clone()))
+            .collect();
+        for (lease, key) in attached {
+            core.lessor.attach(lease, &key);
+        }
+        for (member, alarm) in self.alarms {
+            core.raise_alarm(member, alarm);
+        }
+        if let Some(term) = self.raft_term {
+            core.raft_term = core.raft_term.max(term);
+        }
+        if let Some(index) = self.raft_index {
+            core.raft_index = core.raft_index.max(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_keys_parse_and_others_do_not() {
+        let put = Revision::new(7, 2).to_bucket_key(false);
+        assert_eq!(revision_of(&put), Some((Revision::new(7, 2), false)));
+        let tombstone = Revision::new(7, 2).to_bucket_key(true);
+        assert_eq!(revision_of(&tombstone), Some((Revision::new(7, 2), true)));
+        assert_eq!(revision_of(b"short"), None);
+        let mut odd = put.clone();
+        odd[8] = b'-';
+        assert_eq!(revision_of(&odd), None);
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_snapshot_is_refused_with_one_clear_error() {
+        let err = load(b"hello").unwrap_err();
+        assert!(
+            err.to_string().starts_with("not an etcd snapshot: "),
+            "{err}"
+        );
+        let mut other = bolt::Buckets::new();
+        other.insert(b"widgets".to_vec(), BTreeMap::new());
+        let err = load(&bolt::write(&other, 2)).unwrap_err();
+        assert!(err.to_string().contains("key and meta buckets"), "{err}");
+        let mut trailed = bolt::write(&other, 2);
+        trailed.extend_from_slice(&[0; 32]);
+        assert_eq!(load(&trailed).unwrap_err(), SnapshotError::HashMismatch);
+    }
+}
