@@ -27,6 +27,9 @@ struct Args {
     /// Accepted for compatibility with etcd and ignored: data lives in memory.
     #[arg(long)]
     data_dir: Option<String>,
+    /// Start from the state in this etcd snapshot (`etcdctl snapshot save`).
+    #[arg(long, value_name = "FILE")]
+    restore_snapshot: Option<std::path::PathBuf>,
     /// Where the control API listens (host:port on loopback), or `off`.
     #[arg(long, default_value = "127.0.0.1:2381")]
     control_listen: String,
@@ -161,6 +164,9 @@ async fn serve(args: Args) -> ExitCode {
         .advertise_client_urls(args.advertise_client_urls);
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
+    }
+    if let Some(file) = &args.restore_snapshot {
+        builder = builder.restore_snapshot(file);
     }
     let etcd = match builder.start().await {
         Ok(etcd) => Arc::new(etcd),

@@ -167,7 +167,7 @@ impl Store {
     /// order, as [`Store::history`] gives them), compacted at
     /// `compact_revision` (-1 for never). Its revision is the last change's,
     /// or the compaction's if that is later. The change log watchers catch
-    /// up from is rebuilt for the changes after the compaction.
+    /// up from is rebuilt from the compaction revision on.
     pub(crate) fn restore(
         history: Vec<(Revision, Bytes, Option<KeyValue>)>,
         compact_revision: i64,
@@ -186,7 +186,9 @@ impl Store {
                 Some(kv) => latest.insert(key.clone(), kv.clone()),
                 None => latest.remove(&key),
             };
-            if revision.main > compact_revision {
+            // The compaction revision's own events stay: a watch may start
+            // there.
+            if revision.main >= compact_revision {
                 let event = match &kv {
                     Some(kv) => Event {
                         r#type: EventType::Put as i32,
