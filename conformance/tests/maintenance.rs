@@ -7,3 +7,8 @@ use conformance::scenarios::maintenance;
 async fn hash_kv_matches_its_definition() {
     run_exclusive(maintenance::hash_kv_matches_its_definition).await;
 }
+
+#[tokio::test]
+async fn downgrade_validation_and_timeouts() {
+    run_exclusive(maintenance::downgrade_validation_and_timeouts).await;
+}

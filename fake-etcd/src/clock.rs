@@ -48,9 +48,18 @@ pub enum TimeSource {
 /// A running clock of one of the [`TimeSource`]s.
 #[derive(Debug)]
 pub(crate) enum Clock {
-    Virtual { elapsed_micros: AtomicU64 },
-    Real { start: std::time::Instant },
-    Tokio { start: tokio::time::Instant },
+    Virtual {
+        elapsed_micros: AtomicU64,
+        /// Told each time the test advances the clock, so that a wait on
+        /// virtual time (a request timeout) ends when it should.
+        advanced: tokio::sync::watch::Sender<()>,
+    },
+    Real {
+        start: std::time::Instant,
+    },
+    Tokio {
+        start: tokio::time::Instant,
+    },
 }
 
 impl Clock {
@@ -58,6 +67,7 @@ impl Clock {
         match source {
             TimeSource::Virtual => Clock::Virtual {
                 elapsed_micros: AtomicU64::new(0),
+                advanced: tokio::sync::watch::Sender::new(()),
             },
             TimeSource::Real => Clock::Real {
                 start: std::time::Instant::now(),
@@ -71,7 +81,7 @@ impl Clock {
     /// Time since the member started.
     pub(crate) fn now(&self) -> Duration {
         match self {
-            Clock::Virtual { elapsed_micros } => {
+            Clock::Virtual { elapsed_micros, .. } => {
                 Duration::from_micros(elapsed_micros.load(Ordering::Acquire))
             }
             Clock::Real { start } => start.elapsed(),
@@ -88,20 +98,32 @@ impl Clock {
     /// moved by this (see [`FakeEtcd::advance`](crate::FakeEtcd::advance)).
     pub(crate) fn advance_virtual(&self, by: Duration) -> Option<Duration> {
         match self {
-            Clock::Virtual { elapsed_micros } => {
+            Clock::Virtual {
+                elapsed_micros,
+                advanced,
+            } => {
                 let by = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
                 let before = elapsed_micros.fetch_add(by, Ordering::AcqRel);
+                advanced.send_replace(());
                 Some(Duration::from_micros(before.saturating_add(by)))
             }
             _ => None,
         }
     }
 
-    /// Sleeps until the clock reads `deadline` (real and tokio clocks only;
-    /// virtual time never gets there by itself, so this never returns).
+    /// Sleeps until the clock reads `deadline`; on virtual time, until the
+    /// test advances it that far.
     pub(crate) async fn sleep_until(&self, deadline: Duration) {
         match self {
-            Clock::Virtual { .. } => std::future::pending().await,
+            Clock::Virtual { advanced, .. } => {
+                let mut advances = advanced.subscribe();
+                // Subscribed before looking, so no advance goes unseen.
+                while self.now() < deadline {
+                    if advances.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
             Clock::Real { start } => {
                 // A tokio timer for the wait: use the real source on a
                 // runtime whose clock is not paused.
@@ -128,6 +150,21 @@ mod tests {
             Some(Duration::from_micros(1500))
         );
         assert_eq!(clock.now(), Duration::from_micros(1500));
+    }
+
+    #[tokio::test]
+    async fn a_sleep_on_virtual_time_ends_when_the_test_gets_there() {
+        let clock = std::sync::Arc::new(Clock::new(TimeSource::Virtual));
+        let sleeper = std::sync::Arc::clone(&clock);
+        let sleep = tokio::spawn(async move { sleeper.sleep_until(Duration::from_secs(7)).await });
+        clock.advance_virtual(Duration::from_secs(6));
+        tokio::task::yield_now().await;
+        assert!(!sleep.is_finished());
+        clock.advance_virtual(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(5), sleep)
+            .await
+            .expect("woken at 7 s")
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use etcd_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmType};
 use etcd_proto::mvccpb::Event;
 
+use crate::error::EtcdError;
 use crate::header::HeaderSource;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{KeyRange, Store};
@@ -21,6 +22,38 @@ use crate::watch::{self, WatchHub};
 
 /// The raft term of a freshly started single member.
 pub(crate) const INITIAL_RAFT_TERM: u64 = 2;
+/// The cluster version a 3.5 member reports (major.minor, patch 0).
+pub(crate) const CLUSTER_VERSION: (u64, u64) = (3, 5);
+
+/// A cluster downgrade, once one was enabled or cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Downgrade {
+    pub(crate) enabled: bool,
+    /// `major.minor.0`, or empty once cancelled.
+    pub(crate) target_version: String,
+}
+
+/// A downgrade target as etcd reads one: `X.Y.Z` (with an optional
+/// pre-release and build), or `X.Y`; the patch and the rest are dropped.
+fn downgrade_target(version: &str) -> Option<(u64, u64)> {
+    fn semver(text: &str) -> Option<(u64, u64)> {
+        let core = text.split('+').next()?.split('-').next()?;
+        let parts: Vec<&str> = core.split('.').collect();
+        let number = |part: &str| -> Option<u64> {
+            (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse().ok())
+                .flatten()
+        };
+        match parts.as_slice() {
+            [major, minor, patch] => {
+                number(patch)?;
+                Some((number(major)?, number(minor)?))
+            }
+            _ => None,
+        }
+    }
+    semver(version).or_else(|| semver(&format!("{version}.0")))
+}
 
 /// Everything a request may change.
 #[derive(Debug)]
@@ -35,6 +68,7 @@ pub(crate) struct Core {
     alarms: BTreeSet<(u64, i32)>,
     cluster_id: u64,
     member_id: u64,
+    pub(crate) downgrade: Option<Downgrade>,
 }
 
 impl Core {
@@ -50,7 +84,45 @@ impl Core {
             alarms: BTreeSet::new(),
             cluster_id,
             member_id,
+            downgrade: None,
         }
+    }
+
+    /// `Downgrade(VALIDATE)`: whether the cluster may be downgraded to
+    /// `version` (only to the previous minor version, and not while a
+    /// downgrade is under way), in etcd's order of checks.
+    pub(crate) fn validate_downgrade(&self, version: &str) -> Result<(u64, u64), EtcdError> {
+        let target = downgrade_target(version).ok_or(EtcdError::WrongDowngradeVersionFormat)?;
+        let (major, minor) = CLUSTER_VERSION;
+        if target != (major, minor.saturating_sub(1)) {
+            return Err(EtcdError::InvalidDowngradeTargetVersion);
+        }
+        if self.downgrade.as_ref().is_some_and(|d| d.enabled) {
+            return Err(EtcdError::DowngradeInProcess);
+        }
+        Ok(target)
+    }
+
+    /// `Downgrade(ENABLE)`: validates, then records the downgrade.
+    pub(crate) fn enable_downgrade(&mut self, version: &str) -> Result<(), EtcdError> {
+        let (major, minor) = self.validate_downgrade(version)?;
+        self.downgrade = Some(Downgrade {
+            enabled: true,
+            target_version: format!("{major}.{minor}.0"),
+        });
+        Ok(())
+    }
+
+    /// `Downgrade(CANCEL)`: ends the downgrade under way.
+    pub(crate) fn cancel_downgrade(&mut self) -> Result<(), EtcdError> {
+        if !self.downgrade.as_ref().is_some_and(|d| d.enabled) {
+            return Err(EtcdError::NoInflightDowngrade);
+        }
+        self.downgrade = Some(Downgrade {
+            enabled: false,
+            target_version: String::new(),
+        });
+        Ok(())
     }
 
     /// What this member's response headers say now.
@@ -219,5 +291,43 @@ impl Core {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod downgrade_tests {
+    use super::*;
+
+    #[test]
+    fn downgrade_targets_parse_as_etcd_parses_them() {
+        assert_eq!(downgrade_target("3.4"), Some((3, 4)));
+        assert_eq!(downgrade_target("3.4.0"), Some((3, 4)));
+        assert_eq!(downgrade_target("3.4.7-rc.1+build"), Some((3, 4)));
+        for bad in ["", "3", "x.y", "3.4.x", "3..4", "3.4.0.0", " 3.4"] {
+            assert_eq!(downgrade_target(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_downgrade_goes_one_minor_version_back_once_at_a_time() {
+        let mut core = Core::new(1, 2, Duration::from_secs(600));
+        assert_eq!(
+            core.validate_downgrade("nope"),
+            Err(EtcdError::WrongDowngradeVersionFormat)
+        );
+        for wrong in ["3.3", "3.5", "4.4"] {
+            assert_eq!(
+                core.validate_downgrade(wrong),
+                Err(EtcdError::InvalidDowngradeTargetVersion)
+            );
+        }
+        assert_eq!(core.cancel_downgrade(), Err(EtcdError::NoInflightDowngrade));
+        core.enable_downgrade("3.4").unwrap();
+        assert_eq!(
+            core.validate_downgrade("3.4"),
+            Err(EtcdError::DowngradeInProcess)
+        );
+        core.cancel_downgrade().unwrap();
+        assert_eq!(core.validate_downgrade("3.4.0"), Ok((3, 4)));
     }
 }

@@ -51,6 +51,17 @@ pub(crate) enum EtcdError {
     TooManyRequests,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTargetVersion,
+    #[error("etcdserver: cluster has a downgrade job in progress")]
+    DowngradeInProcess,
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
+    /// Not mapped to a gRPC code by etcd: sent as `Unknown`.
+    #[error("etcdserver: unknown method")]
+    UnknownMethod,
     /// A watch's cancel reason (mvcc's `ErrEmptyWatcherRange`), never a
     /// status: etcd sends it inside a `WatchResponse`.
     #[error("mvcc: watcher range is empty")]
@@ -70,9 +81,14 @@ impl EtcdError {
             | Self::LeaseProvided
             | Self::TooManyOps
             | Self::DuplicateKey
-            | Self::RequestTooLarge => Code::InvalidArgument,
+            | Self::RequestTooLarge
+            | Self::WrongDowngradeVersionFormat
+            | Self::InvalidDowngradeTargetVersion => Code::InvalidArgument,
             Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
-            Self::LeaseExists | Self::BadLeaderTransferee => Code::FailedPrecondition,
+            Self::LeaseExists
+            | Self::BadLeaderTransferee
+            | Self::DowngradeInProcess
+            | Self::NoInflightDowngrade => Code::FailedPrecondition,
             Self::LeaseNotFound => Code::NotFound,
             Self::NoSpace | Self::TooManyRequests => Code::ResourceExhausted,
             Self::RequestTimedOut | Self::LeaderChanged | Self::NoLeader | Self::ServerStopped => {
@@ -80,7 +96,7 @@ impl EtcdError {
             }
             // Only ever a cancel reason; were it a status, etcd's
             // `togRPCError` would send an unmapped error as `Unknown`.
-            Self::WatcherRangeEmpty | Self::DuplicateWatchId => Code::Unknown,
+            Self::WatcherRangeEmpty | Self::DuplicateWatchId | Self::UnknownMethod => Code::Unknown,
         }
     }
 
@@ -198,6 +214,31 @@ mod tests {
                 EtcdError::BadLeaderTransferee,
                 Code::FailedPrecondition,
                 "etcdserver: bad leader transferee",
+            ),
+            (
+                EtcdError::WrongDowngradeVersionFormat,
+                Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            (
+                EtcdError::InvalidDowngradeTargetVersion,
+                Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            (
+                EtcdError::DowngradeInProcess,
+                Code::FailedPrecondition,
+                "etcdserver: cluster has a downgrade job in progress",
+            ),
+            (
+                EtcdError::NoInflightDowngrade,
+                Code::FailedPrecondition,
+                "etcdserver: no inflight downgrade job",
+            ),
+            (
+                EtcdError::UnknownMethod,
+                Code::Unknown,
+                "etcdserver: unknown method",
             ),
             (
                 EtcdError::WatcherRangeEmpty,

@@ -70,6 +70,7 @@ has_header!(
     pb::StatusResponse,
     pb::HashKvResponse,
     pb::HashResponse,
+    pb::DowngradeResponse,
     pb::MemberListResponse,
 );
 

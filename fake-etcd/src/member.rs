@@ -27,6 +27,9 @@ pub(crate) const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 pub(crate) const DEFAULT_CLUSTER_ID: u64 = 14_841_639_068_965_178_418;
 /// etcd's default member ID for a single member started with no flags.
 pub(crate) const DEFAULT_MEMBER_ID: u64 = 10_276_657_743_932_975_437;
+/// How long etcd lets a request wait for raft before it answers "request
+/// timed out": 5 s plus two election timeouts, at etcd's defaults.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 /// The version the fake reports: the etcd its behaviour is checked against.
 pub(crate) const ETCD_VERSION: &str = "3.5.1";
 

@@ -1,15 +1,17 @@
-//! HashKV: etcd's checksum of its key history, checked against a value the
-//! scenario computes itself from what it wrote.
+//! Maintenance calls that take the target to themselves: HashKV (etcd's
+//! checksum of its key history, checked against a value the scenario
+//! computes itself from what it wrote) and Downgrade (cluster-wide state).
 
 use etcd_proto::etcdserverpb::{
-    request_op::Request as Op, CompactionRequest, DeleteRangeRequest, HashKvRequest,
-    HashKvResponse, PutRequest, RequestOp, TxnRequest,
+    downgrade_request::DowngradeAction, request_op::Request as Op, CompactionRequest,
+    DeleteRangeRequest, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
+    PutRequest, RequestOp, TxnRequest,
 };
 use etcd_proto::mvccpb::KeyValue;
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::{assert_status, b};
+use super::{assert_status, b, finished};
 use crate::Scenario;
 
 /// One entry of etcd's `key` bucket: a change, at `(main, sub)`.
@@ -263,4 +265,88 @@ pub async fn hash_kv_matches_its_definition(s: &mut Scenario) {
         "nothing but the bucket name"
     );
     s.client().lease_revoke(lease).await.unwrap();
+}
+
+async fn downgrade(s: &Scenario, action: i32, version: &str) -> Result<DowngradeResponse, Status> {
+    s.maintenance()
+        .downgrade(DowngradeRequest {
+            action,
+            version: version.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Sends a downgrade ENABLE or CANCEL, which etcd 3.5 applies but never
+/// answers: it times out after the request timeout (7 s), on the fake's
+/// clock as on etcd's. `applied` says when the change has landed.
+async fn unanswered_downgrade(s: &Scenario, action: DowngradeAction, applied: Code) {
+    let mut maintenance = s.maintenance();
+    let request = DowngradeRequest {
+        action: action as i32,
+        version: "3.4".to_owned(),
+    };
+    let sent = tokio::spawn(async move { maintenance.downgrade(request).await });
+    // Applied (VALIDATE says so), and so waiting, before time passes.
+    let mut waited = 0;
+    loop {
+        let validated = downgrade(s, DowngradeAction::Validate as i32, "3.4").await;
+        if validated.as_ref().err().map(Status::code) == Some(applied)
+            || (applied == Code::Ok && validated.is_ok())
+        {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 100, "{action:?} never applied: {validated:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.pass(std::time::Duration::from_secs(7)).await;
+    let answer = finished(sent, "the request timeout").await;
+    assert_status(answer, Code::Unavailable, "etcdserver: request timed out");
+}
+
+/// Downgrade: VALIDATE's checks in etcd's order and its answer; ENABLE and
+/// CANCEL applied but timing out, as in etcd 3.5; an unknown action. The
+/// cluster is left as it was (no downgrade under way).
+pub async fn downgrade_validation_and_timeouts(s: &mut Scenario) {
+    let validated = downgrade(s, DowngradeAction::Validate as i32, "3.4")
+        .await
+        .expect("3.4 is the one version a 3.5 cluster may go down to");
+    assert_eq!(validated.version, "3.5.0");
+    assert!(validated.header.expect("header").revision > 0);
+    for wrong_format in ["", "3", "three.four", "3.4.x"] {
+        assert_status(
+            downgrade(s, DowngradeAction::Validate as i32, wrong_format).await,
+            Code::InvalidArgument,
+            "etcdserver: wrong downgrade target version format",
+        );
+    }
+    for wrong_target in ["3.3", "3.5", "3.3.0", "2.4"] {
+        assert_status(
+            downgrade(s, DowngradeAction::Validate as i32, wrong_target).await,
+            Code::InvalidArgument,
+            "etcdserver: invalid downgrade target version",
+        );
+    }
+    assert_status(
+        downgrade(s, DowngradeAction::Cancel as i32, "").await,
+        Code::FailedPrecondition,
+        "etcdserver: no inflight downgrade job",
+    );
+    assert_status(
+        downgrade(s, 7, "3.4").await,
+        Code::Unknown,
+        "etcdserver: unknown method",
+    );
+
+    unanswered_downgrade(s, DowngradeAction::Enable, Code::FailedPrecondition).await;
+    assert_status(
+        downgrade(s, DowngradeAction::Validate as i32, "3.4").await,
+        Code::FailedPrecondition,
+        "etcdserver: cluster has a downgrade job in progress",
+    );
+    unanswered_downgrade(s, DowngradeAction::Cancel, Code::Ok).await;
+    downgrade(s, DowngradeAction::Validate as i32, "3.4")
+        .await
+        .expect("no downgrade under way any more");
 }

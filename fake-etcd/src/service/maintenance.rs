@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use etcd_proto::etcdserverpb::{
-    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
-    DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
-    SnapshotResponse, StatusRequest, StatusResponse,
+    downgrade_request::DowngradeAction, maintenance_server::Maintenance, AlarmRequest,
+    AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -15,15 +15,17 @@ use tonic::{Request, Response, Status};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{serve, unimplemented};
+use super::serve;
 use crate::error::EtcdError;
-use crate::member::{Applied, Member, ETCD_VERSION};
+use crate::member::{Applied, Member, ETCD_VERSION, REQUEST_TIMEOUT};
 use crate::snapshot;
 
 /// A fresh etcd's database file: bbolt's initial pages.
 const EMPTY_DB_BYTES: i64 = 20_480;
 /// An estimate of what one retained key costs in etcd's database.
 const BYTES_PER_KEY: i64 = 128;
+/// The cluster version a downgrade's answer reports.
+const CLUSTER_VERSION_TEXT: &str = "3.5.0";
 /// The size of a snapshot's data messages (etcd's `snapshotSendBufferSize`).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
@@ -164,8 +166,30 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _: Request<DowngradeRequest>,
+        request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
-        Err(unimplemented("Downgrade"))
+        let action = DowngradeAction::try_from(request.get_ref().action);
+        let response = serve(&self.member, request, |core, req, _| {
+            match action {
+                Ok(DowngradeAction::Validate) => {
+                    core.validate_downgrade(&req.version)?;
+                }
+                Ok(DowngradeAction::Enable) => core.enable_downgrade(&req.version)?,
+                Ok(DowngradeAction::Cancel) => core.cancel_downgrade()?,
+                Err(_) => return Err(EtcdError::UnknownMethod),
+            }
+            Ok(Applied::response(DowngradeResponse {
+                header: None,
+                version: CLUSTER_VERSION_TEXT.to_owned(),
+            }))
+        })?;
+        if action == Ok(DowngradeAction::Validate) {
+            return Ok(response);
+        }
+        // etcd 3.5 applies ENABLE and CANCEL but never wakes the request
+        // that proposed them: it times out, on the member's clock.
+        let deadline = self.member.clock.now() + REQUEST_TIMEOUT;
+        self.member.clock.sleep_until(deadline).await;
+        Err(EtcdError::RequestTimedOut.into())
     }
 }

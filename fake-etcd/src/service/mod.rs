@@ -126,5 +126,12 @@ etcd_requests! {
     pb::StatusRequest => |_| Access::Read;
     pb::HashKvRequest => |_| Access::Read;
     pb::HashRequest => |_| Access::Read;
+    pb::DowngradeRequest => |downgrade: &pb::DowngradeRequest| {
+        if downgrade.action == pb::downgrade_request::DowngradeAction::Validate as i32 {
+            Access::Read
+        } else {
+            Access::Write
+        }
+    };
     pb::MemberListRequest => |_| Access::Read;
 }

@@ -100,13 +100,19 @@ pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
     );
     buckets.insert(b"authRoles".to_vec(), BTreeMap::new());
     buckets.insert(b"authUsers".to_vec(), BTreeMap::new());
-    buckets.insert(
-        b"cluster".to_vec(),
-        bucket(vec![(
-            b"clusterVersion".to_vec(),
-            CLUSTER_VERSION.as_bytes().to_vec(),
-        )]),
-    );
+    let mut cluster = vec![(
+        b"clusterVersion".to_vec(),
+        CLUSTER_VERSION.as_bytes().to_vec(),
+    )];
+    if let Some(downgrade) = &core.downgrade {
+        let record = format!(
+            "{{\"target-version\":{},\"enabled\":{}}}",
+            json_string(&downgrade.target_version),
+            downgrade.enabled
+        );
+        cluster.push((b"downgrade".to_vec(), record.into_bytes()));
+    }
+    buckets.insert(b"cluster".to_vec(), bucket(cluster));
 
     let keys = core
         .store
