@@ -12,3 +12,8 @@ async fn hash_kv_matches_its_definition() {
 async fn downgrade_validation_and_timeouts() {
     run_exclusive(maintenance::downgrade_validation_and_timeouts).await;
 }
+
+#[tokio::test]
+async fn snapshot_stream_and_hash() {
+    run_exclusive(maintenance::snapshot_stream_and_hash).await;
+}
