@@ -7,7 +7,7 @@
 //!
 //! | call | does |
 //! |---|---|
-//! | `GET /v1/status` | revision, raft term, elapsed time, time source, seed |
+//! | `GET /v1/status` | revision, raft term, elapsed time, time source, seed, pause and stall state, active faults |
 //! | `GET /v1/leases` | every lease: id, granted TTL, ms left, keys |
 //! | `POST /v1/advance?by=30s` | advance virtual time (`500ms`, `1.5s`, `2m`, `1h`) |
 //! | `POST /v1/expire-lease?id=N` | expire a lease now (decimal, or hex with `0x`) |
@@ -27,6 +27,11 @@
 //! `rpc` takes `Put`, `KV/Put` or `any`; `code` a gRPC code name
 //! (`unavailable`) or number; `message` defaults to etcd's text for
 //! `unavailable` ("etcdserver: request timed out").
+//!
+//! Every call is checked against [`CONTROLS`] before it runs: an unknown
+//! control, a wrong method, an unknown parameter (a typo such as `cuont=2`
+//! would otherwise turn "fail twice" into "fail always") or a value out of
+//! range is refused with a one-line error that names the valid choices.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -85,7 +90,10 @@ async fn handle(etcd: &FakeEtcd, request: Request<Incoming>) -> Response<Full<By
                 .collect()
         })
         .unwrap_or_default();
-    let result = dispatch(etcd, request.method(), request.uri().path(), &query).await;
+    let result = match check_call(request.method(), request.uri().path(), &query) {
+        Ok(()) => dispatch(etcd, request.method(), request.uri().path(), &query).await,
+        Err(refused) => Err(refused),
+    };
     let (status, body) = match result {
         Ok(mut value) => {
             if let Value::Object(map) = &mut value {
@@ -118,6 +126,253 @@ fn param<'q>(
         .ok_or_else(|| bad(format!("missing parameter `{name}`")))
 }
 
+/// One parameter of a control.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// Its name in the query string.
+    pub name: &'static str,
+    /// What it takes.
+    pub help: &'static str,
+}
+
+/// One control of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Control {
+    /// Its name: the path is `/v1/<name>`.
+    pub name: &'static str,
+    /// `GET` for reads, `POST` for everything that changes something.
+    pub method: &'static str,
+    /// Its parameters.
+    pub params: &'static [Param],
+    /// What it does.
+    pub help: &'static str,
+}
+
+const RPC: Param = Param {
+    name: "rpc",
+    help: "the RPC: Put, KV/Put, Range, ... or any (default any)",
+};
+const CODE: Param = Param {
+    name: "code",
+    help: "a gRPC code name (unavailable) or number, 0 to 16 (default unavailable)",
+};
+const MESSAGE: Param = Param {
+    name: "message",
+    help: "the status message (default etcd's text for unavailable)",
+};
+
+/// Every control, with its method and parameters: what the API accepts.
+pub const CONTROLS: &[Control] = &[
+    Control {
+        name: "status",
+        method: "GET",
+        params: &[],
+        help: "revision, raft term, time, seed, pause and stall state, active faults",
+    },
+    Control {
+        name: "leases",
+        method: "GET",
+        params: &[],
+        help: "every lease: id, granted TTL, time left, keys",
+    },
+    Control {
+        name: "advance",
+        method: "POST",
+        params: &[Param {
+            name: "by",
+            help: "a duration: 500ms, 30s, 1.5s, 2m, 1h",
+        }],
+        help: "advance virtual time, expiring what falls due",
+    },
+    Control {
+        name: "expire-lease",
+        method: "POST",
+        params: &[Param {
+            name: "id",
+            help: "a lease ID, decimal or 0x-hex",
+        }],
+        help: "expire a lease now",
+    },
+    Control {
+        name: "drop-connections",
+        method: "POST",
+        params: &[],
+        help: "break every client connection",
+    },
+    Control {
+        name: "pause",
+        method: "POST",
+        params: &[],
+        help: "a partition: answer nothing, close nothing",
+    },
+    Control {
+        name: "resume",
+        method: "POST",
+        params: &[],
+        help: "end a pause",
+    },
+    Control {
+        name: "restart",
+        method: "POST",
+        params: &[],
+        help: "restart on the same port with the same data",
+    },
+    Control {
+        name: "compact",
+        method: "POST",
+        params: &[Param {
+            name: "revision",
+            help: "the revision (default: the current one)",
+        }],
+        help: "compact the history",
+    },
+    Control {
+        name: "fail",
+        method: "POST",
+        params: &[
+            RPC,
+            CODE,
+            MESSAGE,
+            Param {
+                name: "count",
+                help: "fail the next N calls (a whole number)",
+            },
+            Param {
+                name: "probability",
+                help: "fail each call with this probability, 0 to 1",
+            },
+        ],
+        help: "inject errors (neither count nor probability: always)",
+    },
+    Control {
+        name: "delay",
+        method: "POST",
+        params: &[
+            RPC,
+            Param {
+                name: "by",
+                help: "a duration: 500ms, 30s, ...",
+            },
+        ],
+        help: "add latency",
+    },
+    Control {
+        name: "clear-faults",
+        method: "POST",
+        params: &[],
+        help: "remove injected errors and delays",
+    },
+    Control {
+        name: "stall-watches",
+        method: "POST",
+        params: &[],
+        help: "hold watch responses",
+    },
+    Control {
+        name: "unstall-watches",
+        method: "POST",
+        params: &[],
+        help: "deliver held watch responses",
+    },
+    Control {
+        name: "end-watch-streams",
+        method: "POST",
+        params: &[CODE, MESSAGE],
+        help: "end every watch stream with an error",
+    },
+    Control {
+        name: "end-keepalive-streams",
+        method: "POST",
+        params: &[CODE, MESSAGE],
+        help: "end every keepalive stream with an error",
+    },
+    Control {
+        name: "no-space",
+        method: "POST",
+        params: &[],
+        help: "raise the NOSPACE alarm",
+    },
+    Control {
+        name: "disarm-no-space",
+        method: "POST",
+        params: &[],
+        help: "clear the NOSPACE alarm",
+    },
+    Control {
+        name: "change-leader",
+        method: "POST",
+        params: &[],
+        help: "a leader election: term +1, leases renewed",
+    },
+];
+
+/// Every control with its method, parameters and what it does, for
+/// `fake-etcd ctl --help`.
+pub fn describe_controls() -> String {
+    let mut text = String::from("Controls:\n");
+    for control in CONTROLS {
+        text.push_str(&format!(
+            "  {:<22} {:<4} {}\n",
+            control.name, control.method, control.help
+        ));
+        for param in control.params {
+            text.push_str(&format!(
+                "  {:<22}      {}={}\n",
+                "", param.name, param.help
+            ));
+        }
+    }
+    text
+}
+
+/// Refuses a call that no control takes, with the valid choices.
+fn check_call(
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Result<(), (StatusCode, String)> {
+    let name = path.strip_prefix("/v1/").unwrap_or(path);
+    let Some(control) = CONTROLS.iter().find(|c| c.name == name) else {
+        let names: Vec<&str> = CONTROLS.iter().map(|c| c.name).collect();
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such control: {method} {path}; the controls are {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    if method.as_str() != control.method {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{name} takes {}, not {method}", control.method),
+        ));
+    }
+    let mut unknown: Vec<&str> = query
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !control.params.iter().any(|p| p.name == *key))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        let valid: Vec<&str> = control.params.iter().map(|p| p.name).collect();
+        let valid = if valid.is_empty() {
+            "it takes none".to_owned()
+        } else {
+            format!("it takes {}", valid.join(", "))
+        };
+        return Err(bad(format!(
+            "unknown parameter {} for {name}: {valid}",
+            unknown
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
+
 async fn dispatch(
     etcd: &FakeEtcd,
     method: &Method,
@@ -133,6 +388,9 @@ async fn dispatch(
             "time": format!("{:?}", etcd.time_source()).to_lowercase(),
             "seed": etcd.seed(),
             "endpoint": etcd.endpoint(),
+            "paused": etcd.is_paused(),
+            "watches_stalled": etcd.watches_stalled(),
+            "faults": etcd.active_faults(),
         })),
         ("GET", "/v1/leases") => Ok(json!({
             "leases": etcd.leases().iter().map(|l| json!({
@@ -143,8 +401,9 @@ async fn dispatch(
             })).collect::<Vec<_>>()
         })),
         ("POST", "/v1/advance") => {
-            let by = parse_duration(param(query, "by")?)
-                .ok_or_else(|| bad("`by` is not a duration like 30s or 500ms"))?;
+            let by = parse_duration(param(query, "by")?).ok_or_else(|| {
+                bad("`by` must be a duration like 30s, 500ms, 1.5s or 2m (not negative)")
+            })?;
             if etcd.time_source() == TimeSource::Real {
                 return Err((
                     StatusCode::CONFLICT,
@@ -162,7 +421,7 @@ async fn dispatch(
                 Some(hex) => i64::from_str_radix(hex, 16).ok(),
                 None => raw.parse().ok(),
             }
-            .ok_or_else(|| bad("`id` is not a lease ID"))?;
+            .ok_or_else(|| bad("`id` must be a lease ID, decimal or 0x-hex"))?;
             match etcd.expire_lease(id) {
                 Ok(()) => done(),
                 Err(err) => Err((StatusCode::NOT_FOUND, err.to_string())),
@@ -188,7 +447,9 @@ async fn dispatch(
         }
         ("POST", "/v1/compact") => {
             let revision = match query.get("revision") {
-                Some(r) => r.parse().map_err(|_| bad("`revision` is not a number"))?,
+                Some(r) => r
+                    .parse()
+                    .map_err(|_| bad("`revision` must be a whole number"))?,
                 None => etcd.revision(),
             };
             match etcd.compact(revision) {
@@ -200,25 +461,32 @@ async fn dispatch(
             let rpc = parse_rpc(query)?;
             let status = parse_status(query)?;
             match (query.get("count"), query.get("probability")) {
-                (Some(n), _) => etcd.fail_next(
+                (Some(_), Some(_)) => {
+                    return Err(bad("give `count` or `probability`, not both"));
+                }
+                (Some(n), None) => etcd.fail_next(
                     rpc,
-                    n.parse().map_err(|_| bad("`count` is not a number"))?,
+                    n.parse()
+                        .map_err(|_| bad("`count` must be a whole number, 0 or more"))?,
                     status,
                 ),
-                (None, Some(p)) => etcd.fail_randomly(
-                    rpc,
-                    p.parse()
-                        .map_err(|_| bad("`probability` is not a number"))?,
-                    status,
-                ),
+                (None, Some(p)) => {
+                    let probability: f64 = p
+                        .parse()
+                        .ok()
+                        .filter(|p: &f64| (0.0..=1.0).contains(p))
+                        .ok_or_else(|| bad("`probability` must be a number from 0 to 1"))?;
+                    etcd.fail_randomly(rpc, probability, status);
+                }
                 (None, None) => etcd.fail_always(rpc, status),
             }
             done()
         }
         ("POST", "/v1/delay") => {
             let rpc = parse_rpc(query)?;
-            let by =
-                parse_duration(param(query, "by")?).ok_or_else(|| bad("`by` is not a duration"))?;
+            let by = parse_duration(param(query, "by")?).ok_or_else(|| {
+                bad("`by` must be a duration like 30s, 500ms, 1.5s or 2m (not negative)")
+            })?;
             etcd.delay(rpc, by);
             done()
         }
@@ -263,13 +531,21 @@ async fn dispatch(
 
 fn parse_rpc(query: &HashMap<String, String>) -> Result<Rpc, (StatusCode, String)> {
     let name = query.get("rpc").map_or("any", String::as_str);
-    Rpc::parse(name).ok_or_else(|| bad(format!("unknown rpc `{name}`")))
+    Rpc::parse(name).ok_or_else(|| {
+        bad(format!(
+            "unknown rpc `{name}`: give a method such as Put, KV/Put or Range, or any"
+        ))
+    })
 }
 
 fn parse_status(query: &HashMap<String, String>) -> Result<Status, (StatusCode, String)> {
     let code = match query.get("code") {
         None => Code::Unavailable,
-        Some(name) => parse_code(name).ok_or_else(|| bad(format!("unknown gRPC code `{name}`")))?,
+        Some(name) => parse_code(name).ok_or_else(|| {
+            bad(format!(
+                "unknown gRPC code `{name}`: give a name such as unavailable or not_found, or a number from 0 to 16"
+            ))
+        })?,
     };
     let message = match query.get("message") {
         Some(m) => m.clone(),

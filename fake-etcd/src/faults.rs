@@ -269,6 +269,32 @@ impl FaultState {
         self.rules().clear();
     }
 
+    /// Each active rule, in words: what it does, to which RPC, how often.
+    pub(crate) fn describe(&self) -> Vec<String> {
+        self.rules()
+            .iter()
+            .map(|rule| {
+                let rpc = rule
+                    .rpc
+                    .path()
+                    .map_or("every RPC", |p| p.rsplit('/').next().unwrap_or(p));
+                let times = match rule.times {
+                    Times::Next(n) => format!("the next {n} calls"),
+                    Times::Always => "every call".to_owned(),
+                    Times::Randomly(p) => format!("each call with probability {p}"),
+                };
+                match &rule.effect {
+                    Effect::Fail(status) => format!(
+                        "fail {rpc}: {times}, with {:?} {:?}",
+                        status.code(),
+                        status.message()
+                    ),
+                    Effect::Delay(by) => format!("delay {rpc}: {times}, by {by:?}"),
+                }
+            })
+            .collect()
+    }
+
     fn decide(&self, path: &str) -> Decision {
         let mut rules = self.rules();
         let mut delay = Duration::ZERO;
@@ -417,6 +443,20 @@ mod tests {
         assert!(matches!(faults.decide(put), Decision::Fail(_)));
         assert!(matches!(faults.decide(put), Decision::Pass));
         assert!(faults.rules().is_empty());
+    }
+
+    #[test]
+    fn active_rules_are_described_in_words() {
+        let faults = FaultState::new(1);
+        faults.fail(Rpc::Put, Some(2), None, errors::no_leader());
+        faults.delay(Rpc::Any, Duration::from_millis(5));
+        assert_eq!(
+            faults.describe(),
+            [
+                "fail Put: the next 2 calls, with Unavailable \"etcdserver: no leader\"",
+                "delay every RPC: every call, by 5ms",
+            ]
+        );
     }
 
     #[test]

@@ -348,6 +348,22 @@ impl FakeEtcd {
         self.member.faults.paused.send_replace(true);
     }
 
+    /// Whether the member is paused ([`FakeEtcd::pause`]).
+    pub fn is_paused(&self) -> bool {
+        *self.member.faults.paused.borrow()
+    }
+
+    /// Whether watch responses are held ([`FakeEtcd::stall_watches`]).
+    pub fn watches_stalled(&self) -> bool {
+        *self.member.faults.watches_stalled.borrow()
+    }
+
+    /// The injected errors and delays in force, each in words (`fail Put:
+    /// the next 2 calls, with Unavailable "etcdserver: no leader"`).
+    pub fn active_faults(&self) -> Vec<String> {
+        self.member.faults.describe()
+    }
+
     /// Ends a [`FakeEtcd::pause`]: everything held goes through.
     pub fn resume(&self) {
         self.member.faults.paused.send_replace(false);

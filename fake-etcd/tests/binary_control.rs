@@ -117,9 +117,137 @@ async fn ctl_advances_virtual_time_and_injects_faults() {
 
     let unknown = ctl(control_port, &["expire-lease", "12345"]);
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stdout).contains("no lease 12345"));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no lease 12345"));
     let bad = ctl(control_port, &["advance", "soon"]);
     assert!(!bad.status.success());
+}
+
+/// A refused control: non-zero, nothing on stdout, one line on stderr.
+#[track_caller]
+fn assert_refused(out: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("fake-etcd ctl: "), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in {stderr}"
+    );
+}
+
+/// A typo once turned "fail twice" into "fail always"; out-of-range values
+/// went through. Every bad input now gets one line naming the choices.
+#[tokio::test]
+async fn bad_control_input_is_refused_with_the_valid_choices() {
+    let (client_port, control_port) = (free_port(), free_port());
+    let _server = start(client_port, control_port).await;
+    assert_refused(
+        &ctl(control_port, &["fail", "rpc=Put", "cuont=2"]),
+        "unknown parameter `cuont` for fail: it takes rpc, code, message, count, probability",
+    );
+    assert_refused(
+        &ctl(control_port, &["fail", "probability=2"]),
+        "`probability` must be a number from 0 to 1",
+    );
+    assert_refused(
+        &ctl(control_port, &["fail", "count=-1"]),
+        "`count` must be a whole number, 0 or more",
+    );
+    assert_refused(&ctl(control_port, &["delay", "by=-5s"]), "not negative");
+    assert_refused(&ctl(control_port, &["advance", "-1s"]), "not negative");
+    assert_refused(
+        &ctl(control_port, &["fail", "rpc=Putt"]),
+        "give a method such as Put",
+    );
+    assert_refused(
+        &ctl(control_port, &["fail", "code=nope"]),
+        "a number from 0 to 16",
+    );
+    assert_refused(&ctl(control_port, &["pause", "now=1"]), "it takes none");
+    assert_refused(
+        &ctl(control_port, &["frobnicate"]),
+        "the controls are status, leases, advance",
+    );
+    // A wrong method, as another language's client could send it.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", control_port)).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /v1/advance?by=1s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+    assert!(
+        response.contains("advance takes POST, not GET"),
+        "{response}"
+    );
+    // Nothing was injected by any of it.
+    let status = ctl(control_port, &["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\"faults\":[]"));
+}
+
+#[tokio::test]
+async fn status_shows_pauses_stalls_and_faults() {
+    let (client_port, control_port) = (free_port(), free_port());
+    let _server = start(client_port, control_port).await;
+    assert!(ctl(control_port, &["fail", "rpc=Put", "count=2"])
+        .status
+        .success());
+    assert!(ctl(control_port, &["stall-watches"]).status.success());
+    assert!(ctl(control_port, &["pause"]).status.success());
+    let status = ctl(control_port, &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("\"paused\":true"), "{text}");
+    assert!(text.contains("\"watches_stalled\":true"), "{text}");
+    assert!(text.contains("fail Put: the next 2 calls"), "{text}");
+}
+
+#[test]
+fn ctl_help_lists_every_control_with_its_parameters() {
+    let out = Command::new(BINARY)
+        .args(["ctl", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for control in fake_etcd::control::CONTROLS {
+        assert!(help.contains(control.name), "{} missing", control.name);
+        for param in control.params {
+            assert!(
+                help.contains(&format!("{}=", param.name)),
+                "{} missing",
+                param.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_remote_control_address_needs_the_operator_to_mean_it() {
+    let out = Command::new(BINARY)
+        .args(["--control-listen", "0.0.0.0:0"])
+        .args(["--listen-client-urls", "http://127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--control-listen-allow-remote"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_mistyped_flag_gets_the_etcd_flag_it_resembles() {
+    let out = Command::new(BINARY)
+        .args(["--listen-client-url", "http://127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'--listen-client-urls'"), "{stderr}");
 }
 
 #[tokio::test]

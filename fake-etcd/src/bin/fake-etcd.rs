@@ -33,6 +33,11 @@ struct Args {
     /// Where the control API listens (host:port on loopback), or `off`.
     #[arg(long, default_value = "127.0.0.1:2381")]
     control_listen: String,
+    /// Let the control API listen on an address other machines can reach.
+    /// It can wipe the store and break every client: only on a network you
+    /// trust.
+    #[arg(long)]
+    control_listen_allow_remote: bool,
     /// Where time comes from: the wall clock, or virtual time that moves only
     /// through the control API (`fake-etcd ctl advance 30s`).
     #[arg(long, value_enum, default_value_t = Time::Real)]
@@ -59,17 +64,17 @@ enum Command {
     /// Drive a running fake-etcd through its control API, e.g.
     /// `fake-etcd ctl advance 30s`, `fake-etcd ctl fail rpc=Put count=2`,
     /// `fake-etcd ctl status`.
+    #[command(after_help = fake_etcd::control::describe_controls())]
     Ctl {
         /// The control API's address.
         #[arg(long, default_value = "127.0.0.1:2381")]
         control: String,
-        /// The control: status, leases, advance, expire-lease, drop-connections,
-        /// pause, resume, restart, compact, fail, delay, clear-faults,
-        /// stall-watches, unstall-watches, end-watch-streams,
-        /// end-keepalive-streams, no-space, disarm-no-space, change-leader.
+        /// The control (see the list below).
         control_name: String,
         /// Parameters as name=value; `advance 30s` and `expire-lease ID`
-        /// take theirs bare.
+        /// take theirs bare. (Values may start with `-`: the control API
+        /// itself says why a negative one is refused.)
+        #[arg(allow_hyphen_values = true)]
         params: Vec<String>,
     },
 }
@@ -85,6 +90,22 @@ fn progress_interval(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(interval)
+}
+
+/// Refuses a control address other machines could reach, unless the
+/// operator said they mean it.
+fn check_control_address(address: &str, allow_remote: bool) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let resolved: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|err| format!("--control-listen: {address:?} is not host:port ({err})"))?
+        .collect();
+    if allow_remote || resolved.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    Err(format!(
+        "--control-listen: {address} is not a loopback address, and the control API can wipe the store; pass --control-listen-allow-remote if you mean it"
+    ))
 }
 
 fn listen_addr(url: &str) -> Result<SocketAddr, String> {
@@ -143,13 +164,16 @@ async fn serve(args: Args) -> ExitCode {
     };
     let control = match args.control_listen.as_str() {
         "off" => None,
-        control => match TcpListener::bind(control).await {
-            Ok(listener) => Some(listener),
-            Err(err) => {
-                return fail(format!(
-                    "cannot listen for the control API on {control}: {err}"
-                ))
-            }
+        control => match check_control_address(control, args.control_listen_allow_remote) {
+            Err(message) => return fail(message),
+            Ok(()) => match TcpListener::bind(control).await {
+                Ok(listener) => Some(listener),
+                Err(err) => {
+                    return fail(format!(
+                        "cannot listen for the control API on {control}: {err}"
+                    ))
+                }
+            },
         },
     };
     let time = match args.time {
@@ -232,12 +256,17 @@ fn ctl(control: &str, name: &str, params: &[String]) -> ExitCode {
         Ok(response) => {
             let ok = response.starts_with("HTTP/1.1 200");
             let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-            print!("{body}");
             if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+                print!("{body}");
+                return ExitCode::SUCCESS;
             }
+            // An error is one line on stderr: the API's own words.
+            let error = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| body.trim().replace('\n', " "));
+            eprintln!("fake-etcd ctl: {error}");
+            ExitCode::FAILURE
         }
         Err(err) => {
             eprintln!("fake-etcd ctl: cannot reach the control API at {control}: {err}");
