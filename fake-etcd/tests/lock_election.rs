@@ -115,6 +115,41 @@ async fn a_lock_without_a_lease_lives_sixty_seconds() {
     assert!(client.get(held.key(), None).await.unwrap().kvs().is_empty());
 }
 
+/// A waiter whose own lease expires while it waits learns it when the lock
+/// is released: etcd's "mutex: session is expired".
+#[tokio::test(start_paused = true)]
+async fn a_waiter_whose_lease_expires_is_told_its_session_expired() {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let mut holder = connect(&etcd).await;
+    let mut waiter = connect(&etcd).await;
+    let held_by = lease(&mut holder, 60).await;
+    let short = lease(&mut waiter, 5).await;
+    let held = holder
+        .lock("jobs", Some(LockOptions::new().with_lease(held_by)))
+        .await
+        .unwrap();
+    let mut waiting = tokio::spawn(async move {
+        waiter
+            .lock("jobs", Some(LockOptions::new().with_lease(short)))
+            .await
+    });
+    assert!(still_waiting(&mut waiting).await);
+    etcd.advance(Duration::from_secs(6)).await; // the waiter's key is gone
+    assert!(still_waiting(&mut waiting).await, "still behind the holder");
+    holder.unlock(held.key()).await.unwrap();
+    let expired = status_of(
+        tokio::time::timeout(PATIENCE, waiting)
+            .await
+            .expect("answered once the lock was released")
+            .unwrap()
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (expired.code(), expired.message()),
+        (Code::Unknown, "mutex: session is expired")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_waiter_that_goes_away_takes_its_key_with_it() {
     let etcd = FakeEtcd::start().await.unwrap();
