@@ -33,6 +33,7 @@
 //! ```
 
 pub mod discovery_properties;
+pub mod fuzz;
 pub mod properties;
 pub mod scenarios;
 

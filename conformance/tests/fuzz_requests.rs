@@ -1,0 +1,17 @@
+//! Random requests to every RPC of the fake: no panic, no hang, still
+//! serving, invariants kept (see `conformance::fuzz`). A bounded run here;
+//! `PROPTEST_CASES=N cargo test -p conformance --test fuzz_requests` hunts
+//! longer.
+
+use conformance::Target;
+
+#[test]
+fn random_requests_never_break_the_fake() {
+    if !Target::current().is_fake() {
+        eprintln!("SKIPPED: random_requests_never_break_the_fake: fuzzing is for the fake (ETCD_ENDPOINTS names a real etcd)");
+        return;
+    }
+    if let Err(failure) = conformance::fuzz::fuzz(200, 40) {
+        panic!("{failure}");
+    }
+}
