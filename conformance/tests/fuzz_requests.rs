@@ -1,7 +1,7 @@
 //! Random requests to every RPC of the fake: no panic, no hang, still
 //! serving, invariants kept (see `conformance::fuzz`). A bounded run here;
-//! `PROPTEST_CASES=N cargo test -p conformance --test fuzz_requests` hunts
-//! longer.
+//! `TEST_BINARY_LIMIT_SECS=3600 PROPTEST_CASES=60000 cargo test -p
+//! conformance --test fuzz_requests` hunts for about half an hour.
 
 use conformance::Target;
 
