@@ -35,6 +35,8 @@
 //! - `snapshot`: the member's state as etcd's bbolt database, and back
 //!   (`Maintenance.Snapshot`, `Hash`, and starting from a snapshot).
 //! - `pipe`: in-process connections, with no socket under them.
+//! - `tls` (feature `tls`): TLS on the client port with etcd's options, and
+//!   throwaway certificates for tests (feature `tls-test-certs`).
 //! - `net`: the gRPC server, background tasks, connections that obey faults.
 //! - `server`: [`FakeEtcd`], its builder, and the test's controls.
 //! - `control` (feature `control`, on by default): the controls over HTTP,
@@ -67,6 +69,9 @@ mod revision;
 mod server;
 mod service;
 mod snapshot;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 mod watch;
 
 pub use bridge::Bridge;

@@ -37,6 +37,7 @@ use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::either::Either;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::service::Routes;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 
@@ -71,12 +72,8 @@ pub(crate) async fn serve_grpc(
     pipes: InProcessIncoming,
     member: Arc<Member>,
     incarnation: CancellationToken,
+    tls: Option<ServerTls>,
 ) -> io::Result<()> {
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-
     member.faults.new_generation(&incarnation);
     // tonic logs an accept error and carries on; one that can never clear
     // would leave a server that looks alive and answers nothing, so it ends
@@ -107,48 +104,45 @@ pub(crate) async fn serve_grpc(
         let member = Arc::clone(&member);
         pipes.map(move |pipe| Ok(Connection::new(Either::Right(pipe), &member)))
     };
-    let connections = sockets.merge(pipes);
-    // Lock and Election call the member's own services through this, as
-    // etcd's in-process client does.
-    let own_channel = crate::pipe::channel(Arc::downgrade(&member.in_process));
-
-    Server::builder()
-        .layer(GrpcGoLimitErrors)
-        .layer(InjectFaults {
-            faults: Arc::clone(&member.faults),
-        })
-        .add_service(health)
-        .add_service(
-            KvServer::new(KvService::new(Arc::clone(&member)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService::new(Arc::clone(&member)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            WatchServer::new(WatchService::new(Arc::clone(&member)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService::new(Arc::clone(&member)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            LockServer::new(LockService::new(own_channel.clone()))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService::new(own_channel))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService::new(member))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
-        .serve_with_incoming_shutdown(connections, incarnation.cancelled_owned())
-        .await
-        .map_err(io::Error::other)?;
+    let routes = services(&member).await;
+    let server = || {
+        Server::builder()
+            .layer(GrpcGoLimitErrors)
+            .layer(InjectFaults {
+                faults: Arc::clone(&member.faults),
+            })
+    };
+    match tls {
+        // Plaintext: one server for sockets and pipes alike.
+        None => {
+            server()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(sockets.merge(pipes), incarnation.cancelled_owned())
+                .await
+                .map_err(io::Error::other)?;
+        }
+        // TLS on the client port; the in-process pipes (the test's own
+        // channel, and Lock and Election calling the member) stay plaintext.
+        #[cfg(feature = "tls")]
+        Some(tls) => {
+            let secure = Server::builder()
+                .tls_config(tls)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?
+                .layer(GrpcGoLimitErrors)
+                .layer(InjectFaults {
+                    faults: Arc::clone(&member.faults),
+                })
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown(sockets, incarnation.clone().cancelled_owned());
+            let plain = server()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(pipes, incarnation.clone().cancelled_owned());
+            let (secure, plain) = tokio::join!(secure, plain);
+            secure.and(plain).map_err(io::Error::other)?;
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match never {},
+    }
     let failure = listener_failure
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -160,6 +154,54 @@ pub(crate) async fn serve_grpc(
         )),
         None => Ok(()),
     }
+}
+
+/// The TLS a server incarnation serves its client port with.
+#[cfg(feature = "tls")]
+pub(crate) type ServerTls = tonic::transport::ServerTlsConfig;
+/// Without the `tls` feature there is none to give: a type with no values.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+pub(crate) enum ServerTls {}
+
+/// Every gRPC service of the member, with etcd's receive limit.
+async fn services(member: &Arc<Member>) -> Routes {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    // Lock and Election call the member's own services through this, as
+    // etcd's in-process client does.
+    let own_channel = crate::pipe::channel(Arc::downgrade(&member.in_process));
+    Routes::new(health)
+        .add_service(
+            KvServer::new(KvService::new(Arc::clone(member)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(Arc::clone(member)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            WatchServer::new(WatchService::new(Arc::clone(member)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            LeaseServer::new(LeaseService::new(Arc::clone(member)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            LockServer::new(LockService::new(own_channel.clone()))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(own_channel))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(Arc::clone(member)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
 }
 
 /// Whether an accept error concerns one connection (or a passing shortage)

@@ -56,6 +56,8 @@ pub struct FakeEtcd {
     serving: Mutex<Incarnation>,
     /// Why the server stopped, once it has stopped without being asked to.
     failure: tokio::sync::watch::Sender<Option<ServerFailure>>,
+    /// The client port's TLS, kept for restarts.
+    tls: Option<net::ServerTls>,
 }
 
 /// A server failure, kept to be handed to every caller of
@@ -87,9 +89,11 @@ impl FakeEtcd {
         FakeEtcdBuilder::default()
     }
 
-    /// The endpoint to give a client, such as `http://127.0.0.1:41234`.
+    /// The endpoint to give a client, such as `http://127.0.0.1:41234`
+    /// (`https://` when the member serves TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The address the member listens on.
@@ -390,8 +394,13 @@ impl FakeEtcd {
         }
         self.member.lock().change_leader(self.member.clock.now());
         let listener = TcpListener::bind(self.addr).await?;
-        let incarnation =
-            spawn_incarnation(listener, &self.member, &self.lifetime, self.failure.clone());
+        let incarnation = spawn_incarnation(
+            listener,
+            &self.member,
+            &self.lifetime,
+            self.failure.clone(),
+            self.tls.clone(),
+        );
         *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = incarnation;
         self.member.timer_wakeup.notify_one();
         Ok(())
@@ -563,6 +572,7 @@ fn spawn_incarnation(
     member: &Arc<Member>,
     lifetime: &CancellationToken,
     failure: tokio::sync::watch::Sender<Option<ServerFailure>>,
+    tls: Option<net::ServerTls>,
 ) -> Incarnation {
     let pipes = member.in_process.listen();
     let token = lifetime.child_token();
@@ -571,6 +581,7 @@ fn spawn_incarnation(
         pipes,
         Arc::clone(member),
         token.clone(),
+        tls,
     ));
     let asked_to_stop = token.clone();
     let task = tokio::spawn(async move {
@@ -617,6 +628,8 @@ pub struct FakeEtcdBuilder {
     time: TimeSource,
     progress_notify_interval: Option<Duration>,
     restore_snapshot: Option<std::path::PathBuf>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsOptions>,
     seed: Option<u64>,
 }
 
@@ -667,6 +680,16 @@ impl FakeEtcdBuilder {
     /// ```
     pub fn restore_snapshot(mut self, path: impl AsRef<std::path::Path>) -> Self {
         self.restore_snapshot = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Serves the client port over TLS with etcd's options (feature
+    /// `tls`): see [`tls`](crate::tls) for an example with throwaway
+    /// certificates. The endpoint becomes `https://…`; the in-process
+    /// channel stays plaintext.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: crate::tls::TlsOptions) -> Self {
+        self.tls = Some(options);
         self
     }
 
@@ -722,8 +745,14 @@ impl FakeEtcdBuilder {
             None => TcpListener::bind(("127.0.0.1", 0)).await?,
         };
         let addr = listener.local_addr()?;
+        #[cfg(feature = "tls")]
+        let tls: Option<net::ServerTls> =
+            self.tls.as_ref().map(|t| t.server_config()).transpose()?;
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<net::ServerTls> = None;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let client_urls = if self.advertise_client_urls.is_empty() {
-            vec![format!("http://{addr}")]
+            vec![format!("{scheme}://{addr}")]
         } else {
             self.advertise_client_urls
         };
@@ -761,13 +790,14 @@ impl FakeEtcdBuilder {
         let lifetime = CancellationToken::new();
         net::spawn_member_tasks(&member, &lifetime);
         let failure = tokio::sync::watch::Sender::new(None);
-        let serving = spawn_incarnation(listener, &member, &lifetime, failure.clone());
+        let serving = spawn_incarnation(listener, &member, &lifetime, failure.clone(), tls.clone());
         Ok(FakeEtcd {
             addr,
             member,
             lifetime,
             serving: Mutex::new(serving),
             failure,
+            tls,
         })
     }
 

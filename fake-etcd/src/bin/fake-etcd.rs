@@ -15,7 +15,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// URL to listen on for client traffic (etcd's flag; one URL, http only).
+    /// URL to listen on for client traffic (etcd's flag; one URL, http://
+    /// or https://, the latter with --cert-file and --key-file).
     #[arg(long, default_value = "http://127.0.0.1:2379")]
     listen_client_urls: String,
     /// Client URLs to advertise in `member list` (comma separated).
@@ -27,6 +28,18 @@ struct Args {
     /// Accepted for compatibility with etcd and ignored: data lives in memory.
     #[arg(long)]
     data_dir: Option<String>,
+    /// The server's TLS certificate (PEM), for https:// client URLs.
+    #[arg(long, value_name = "FILE")]
+    cert_file: Option<std::path::PathBuf>,
+    /// The server's TLS private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<std::path::PathBuf>,
+    /// The CA that client certificates must be signed by (PEM).
+    #[arg(long, value_name = "FILE")]
+    trusted_ca_file: Option<std::path::PathBuf>,
+    /// Require clients to present a certificate signed by --trusted-ca-file.
+    #[arg(long)]
+    client_cert_auth: bool,
     /// Start from the state in this etcd snapshot (`etcdctl snapshot save`).
     #[arg(long, value_name = "FILE")]
     restore_snapshot: Option<std::path::PathBuf>,
@@ -108,17 +121,56 @@ fn check_control_address(address: &str, allow_remote: bool) -> Result<(), String
     ))
 }
 
-fn listen_addr(url: &str) -> Result<SocketAddr, String> {
+/// The address to listen on, and whether the URL asks for TLS.
+fn listen_addr(url: &str) -> Result<(SocketAddr, bool), String> {
     let first = url.split(',').next().unwrap_or(url);
-    let host_port = first.strip_prefix("http://").ok_or_else(|| {
-        format!("--listen-client-urls: only http:// URLs are supported, got {first:?}")
-    })?;
+    let (host_port, tls) = match (
+        first.strip_prefix("http://"),
+        first.strip_prefix("https://"),
+    ) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => {
+            return Err(format!(
+                "--listen-client-urls: give an http:// or https:// URL, got {first:?}"
+            ))
+        }
+    };
     let host_port = host_port
         .trim_end_matches('/')
         .replacen("localhost", "127.0.0.1", 1);
     host_port
         .parse()
+        .map(|addr| (addr, tls))
         .map_err(|e| format!("--listen-client-urls: {first:?} is not host:port ({e})"))
+}
+
+/// etcd's TLS flags, checked as etcd checks them.
+fn tls_options(args: &Args, https: bool) -> Result<Option<fake_etcd::tls::TlsOptions>, String> {
+    let (cert, key) = match (&args.cert_file, &args.key_file, https) {
+        (None, None, false) => return Ok(None),
+        (Some(cert), Some(key), true) => (cert, key),
+        (_, _, true) => {
+            return Err(
+                "--listen-client-urls: an https:// URL needs --cert-file and --key-file".into(),
+            )
+        }
+        (_, _, false) => {
+            return Err(
+                "--cert-file and --key-file serve TLS: give an https:// --listen-client-urls"
+                    .into(),
+            )
+        }
+    };
+    let mut options =
+        fake_etcd::tls::TlsOptions::from_files(cert, key).map_err(|e| e.to_string())?;
+    if let Some(ca) = &args.trusted_ca_file {
+        options = options.trusted_ca_file(ca).map_err(|e| e.to_string())?;
+    }
+    if args.client_cert_auth && args.trusted_ca_file.is_none() {
+        return Err("--client-cert-auth needs --trusted-ca-file".into());
+    }
+    Ok(Some(options.client_cert_auth(args.client_cert_auth)))
 }
 
 fn main() -> ExitCode {
@@ -154,8 +206,12 @@ async fn serve(args: Args) -> ExitCode {
         eprintln!("fake-etcd: {message}");
         ExitCode::FAILURE
     };
-    let addr = match listen_addr(&args.listen_client_urls) {
+    let (addr, https) = match listen_addr(&args.listen_client_urls) {
         Ok(addr) => addr,
+        Err(message) => return fail(message),
+    };
+    let tls = match tls_options(&args, https) {
+        Ok(tls) => tls,
         Err(message) => return fail(message),
     };
     let listener = match TcpListener::bind(addr).await {
@@ -191,6 +247,9 @@ async fn serve(args: Args) -> ExitCode {
     }
     if let Some(file) = &args.restore_snapshot {
         builder = builder.restore_snapshot(file);
+    }
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
     }
     let etcd = match builder.start().await {
         Ok(etcd) => Arc::new(etcd),
