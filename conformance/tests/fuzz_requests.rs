@@ -8,7 +8,9 @@ use conformance::Target;
 #[test]
 fn random_requests_never_break_the_fake() {
     if !Target::current().is_fake() {
-        eprintln!("SKIPPED: random_requests_never_break_the_fake: fuzzing is for the fake (ETCD_ENDPOINTS names a real etcd)");
+        conformance::discovery_properties::say(
+            "SKIPPED: random_requests_never_break_the_fake: fuzzing is for the fake (ETCD_ENDPOINTS names a real etcd)",
+        );
         return;
     }
     if let Err(failure) = conformance::fuzz::fuzz(200, 40) {

@@ -10,7 +10,9 @@ use fake_etcd::FakeEtcd;
 fn fake_only(name: &str) -> bool {
     let fake = Target::current().is_fake();
     if !fake {
-        eprintln!("SKIPPED: {name}: the fake's TLS is set up by the test (ETCD_ENDPOINTS names a real etcd)");
+        conformance::discovery_properties::say(&format!(
+            "SKIPPED: {name}: the fake's TLS is set up by the test (ETCD_ENDPOINTS names a real etcd)"
+        ));
     }
     fake
 }
