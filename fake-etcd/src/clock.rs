@@ -103,7 +103,12 @@ impl Clock {
                 advanced,
             } => {
                 let by = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
-                let before = elapsed_micros.fetch_add(by, Ordering::AcqRel);
+                // Saturating: time never wraps around to move backwards.
+                let before = elapsed_micros
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                        Some(t.saturating_add(by))
+                    })
+                    .unwrap_or_else(|t| t);
                 advanced.send_replace(());
                 Some(Duration::from_micros(before.saturating_add(by)))
             }

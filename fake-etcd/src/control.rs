@@ -73,26 +73,12 @@ pub async fn serve(etcd: Arc<FakeEtcd>, listener: TcpListener) -> io::Result<()>
 }
 
 async fn handle(etcd: &FakeEtcd, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let query: HashMap<String, String> = request
-        .uri()
-        .query()
-        .map(|q| {
-            q.split('&')
-                .map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    let decode = |s: &str| {
-                        percent_encoding::percent_decode_str(&s.replace('+', " "))
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    };
-                    (decode(k), decode(v))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let result = match check_call(request.method(), request.uri().path(), &query) {
-        Ok(()) => dispatch(etcd, request.method(), request.uri().path(), &query).await,
+    let result = match parse_query(request.uri().query()) {
         Err(refused) => Err(refused),
+        Ok(query) => match check_call(request.method(), request.uri().path(), &query) {
+            Ok(()) => dispatch(etcd, request.method(), request.uri().path(), &query).await,
+            Err(refused) => Err(refused),
+        },
     };
     let (status, body) = match result {
         Ok(mut value) => {
@@ -111,6 +97,28 @@ async fn handle(etcd: &FakeEtcd, request: Request<Incoming>) -> Response<Full<By
 }
 
 type Answer = Result<Value, (StatusCode, String)>;
+
+/// The query's parameters, decoded. Empty pairs (a trailing `&`) are
+/// nothing; a parameter given twice is refused, since only one of its
+/// values could count.
+fn parse_query(query: Option<&str>) -> Result<HashMap<String, String>, (StatusCode, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut parameters = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(key);
+        if parameters.insert(key.clone(), decode(value)).is_some() {
+            return Err(bad(format!(
+                "parameter `{key}` is given twice: give it once"
+            )));
+        }
+    }
+    Ok(parameters)
+}
 
 fn bad(message: impl Into<String>) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, message.into())
@@ -154,7 +162,7 @@ const RPC: Param = Param {
 };
 const CODE: Param = Param {
     name: "code",
-    help: "a gRPC code name (unavailable) or number, 0 to 16 (default unavailable)",
+    help: "a gRPC error code name (unavailable) or number, 1 to 16 (default unavailable)",
 };
 const MESSAGE: Param = Param {
     name: "message",
@@ -543,7 +551,7 @@ fn parse_status(query: &HashMap<String, String>) -> Result<Status, (StatusCode, 
         None => Code::Unavailable,
         Some(name) => parse_code(name).ok_or_else(|| {
             bad(format!(
-                "unknown gRPC code `{name}`: give a name such as unavailable or not_found, or a number from 0 to 16"
+                "unknown gRPC code `{name}`: give a name such as unavailable or not_found, or a number from 1 to 16"
             ))
         })?,
     };
@@ -557,12 +565,13 @@ fn parse_status(query: &HashMap<String, String>) -> Result<Status, (StatusCode, 
     Ok(Status::new(code, message))
 }
 
+/// An error code: a name or number from 1 to 16 (OK is no error).
 fn parse_code(name: &str) -> Option<Code> {
     if let Ok(n) = name.parse::<i32>() {
-        return (0..=16).contains(&n).then(|| Code::from_i32(n));
+        return (1..=16).contains(&n).then(|| Code::from_i32(n));
     }
     let wanted = name.to_ascii_lowercase().replace(['_', '-'], "");
-    (0..=16)
+    (1..=16)
         .map(Code::from_i32)
         .find(|c| format!("{c:?}").to_ascii_lowercase() == wanted)
 }
@@ -610,5 +619,15 @@ mod tests {
         );
         assert_eq!(parse_code("14"), Some(Code::Unavailable));
         assert_eq!(parse_code("nope"), None);
+        assert_eq!(parse_code("0"), None, "OK is no error");
+        assert_eq!(parse_code("ok"), None);
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused_and_empty_pairs_are_nothing() {
+        assert!(parse_query(Some("by=Range&by=200ms")).is_err());
+        let query = parse_query(Some("rpc=Put&&count=1&")).unwrap();
+        assert_eq!(query.len(), 2);
+        assert!(parse_query(None).unwrap().is_empty());
     }
 }

@@ -96,6 +96,10 @@ pub(crate) struct Member {
     pub(crate) faults: Arc<FaultState>,
     /// Where in-process connections arrive.
     pub(crate) in_process: Arc<InProcessListener>,
+    /// Where the member's own client (Lock, Election) connects: served
+    /// apart, past every injected fault, as etcd's in-process client calls
+    /// its handlers directly.
+    pub(crate) internal: Arc<InProcessListener>,
     core: Mutex<Core>,
 }
 
@@ -114,6 +118,7 @@ impl Member {
             watch_sync: Notify::new(),
             faults: Arc::new(FaultState::new(seed)),
             in_process: Arc::default(),
+            internal: Arc::default(),
             core: Mutex::new(core),
         }
     }

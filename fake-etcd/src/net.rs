@@ -70,6 +70,7 @@ pub(crate) fn spawn_member_tasks(member: &Arc<Member>, lifetime: &CancellationTo
 pub(crate) async fn serve_grpc(
     listener: TcpListener,
     pipes: InProcessIncoming,
+    internal: InProcessIncoming,
     member: Arc<Member>,
     incarnation: CancellationToken,
     tls: Option<ServerTls>,
@@ -104,7 +105,19 @@ pub(crate) async fn serve_grpc(
         let member = Arc::clone(&member);
         pipes.map(move |pipe| Ok(Connection::new(Either::Right(pipe), &member)))
     };
-    let routes = services(&member).await;
+    let routes = services(&member, true).await;
+    // The member's own client, past every fault: its connections end only
+    // with the incarnation.
+    let internal = {
+        let routes = services(&member, false).await;
+        let closes_with = incarnation.clone();
+        let pipes =
+            internal.map(move |pipe| Ok::<_, io::Error>(Connection::internal(pipe, &closes_with)));
+        Server::builder()
+            .layer(GrpcGoLimitErrors)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(pipes, incarnation.clone().cancelled_owned())
+    };
     let server = || {
         Server::builder()
             .layer(GrpcGoLimitErrors)
@@ -112,37 +125,55 @@ pub(crate) async fn serve_grpc(
                 faults: Arc::clone(&member.faults),
             })
     };
-    match tls {
-        // Plaintext: one server for sockets and pipes alike.
-        None => {
-            server()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(sockets.merge(pipes), incarnation.cancelled_owned())
-                .await
-                .map_err(io::Error::other)?;
+    let clients = async {
+        match tls {
+            // Plaintext: one server for sockets and pipes alike.
+            None => {
+                server()
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(
+                        sockets.merge(pipes),
+                        incarnation.clone().cancelled_owned(),
+                    )
+                    .await
+                    .map_err(io::Error::other)?;
+            }
+            // TLS on the client port; the in-process pipes (the test's own
+            // channel, and Lock and Election calling the member) stay plaintext.
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                let secure = server()
+                    .tls_config(tls)
+                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?
+                    .add_routes(routes.clone())
+                    .serve_with_incoming_shutdown(sockets, incarnation.clone().cancelled_owned());
+                let plain = server()
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(pipes, incarnation.clone().cancelled_owned());
+                // One server stopping ends the incarnation, so the other stops
+                // too and the failure, if any, is reported.
+                let stop_both = |result| {
+                    incarnation.cancel();
+                    result
+                };
+                let (secure, plain) = tokio::join!(async { stop_both(secure.await) }, async {
+                    stop_both(plain.await)
+                });
+                secure.and(plain).map_err(io::Error::other)?;
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match never {},
         }
-        // TLS on the client port; the in-process pipes (the test's own
-        // channel, and Lock and Election calling the member) stay plaintext.
-        #[cfg(feature = "tls")]
-        Some(tls) => {
-            let secure = Server::builder()
-                .tls_config(tls)
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?
-                .layer(GrpcGoLimitErrors)
-                .layer(InjectFaults {
-                    faults: Arc::clone(&member.faults),
-                })
-                .add_routes(routes.clone())
-                .serve_with_incoming_shutdown(sockets, incarnation.clone().cancelled_owned());
-            let plain = server()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(pipes, incarnation.clone().cancelled_owned());
-            let (secure, plain) = tokio::join!(secure, plain);
-            secure.and(plain).map_err(io::Error::other)?;
-        }
-        #[cfg(not(feature = "tls"))]
-        Some(never) => match never {},
-    }
+        Ok::<(), io::Error>(())
+    };
+    let (clients, internal) = tokio::join!(clients, async {
+        let result = internal.await;
+        // The member's own client outliving its server would wait forever.
+        incarnation.cancel();
+        result
+    });
+    clients?;
+    internal.map_err(io::Error::other)?;
     let failure = listener_failure
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -164,15 +195,22 @@ pub(crate) type ServerTls = tonic::transport::ServerTlsConfig;
 #[derive(Debug, Clone)]
 pub(crate) enum ServerTls {}
 
-/// Every gRPC service of the member, with etcd's receive limit.
-async fn services(member: &Arc<Member>) -> Routes {
+/// Every gRPC service of the member, with etcd's receive limit; `faults`
+/// says whether the test's watch faults reach its watch streams (not for
+/// the member's own client).
+async fn services(member: &Arc<Member>, faults: bool) -> Routes {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     // Lock and Election call the member's own services through this, as
     // etcd's in-process client does.
-    let own_channel = crate::pipe::channel(Arc::downgrade(&member.in_process));
+    let own_channel = crate::pipe::channel(Arc::downgrade(&member.internal));
+    let watch = if faults {
+        WatchService::new(Arc::clone(member))
+    } else {
+        WatchService::exempt_from_faults(Arc::clone(member))
+    };
     Routes::new(health)
         .add_service(
             KvServer::new(KvService::new(Arc::clone(member)))
@@ -182,10 +220,7 @@ async fn services(member: &Arc<Member>) -> Routes {
             MaintenanceServer::new(MaintenanceService::new(Arc::clone(member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
-        .add_service(
-            WatchServer::new(WatchService::new(Arc::clone(member)))
-                .max_decoding_message_size(MAX_RECV_BYTES),
-        )
+        .add_service(WatchServer::new(watch).max_decoding_message_size(MAX_RECV_BYTES))
         .add_service(
             LeaseServer::new(LeaseService::new(Arc::clone(member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
@@ -296,6 +331,18 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// A connection of the member's own client: never dropped or paused by
+    /// a fault, closed with the incarnation.
+    fn internal(pipe: DuplexStream, incarnation: &CancellationToken) -> Self {
+        Self {
+            stream: Either::Right(pipe),
+            closed: Box::pin(incarnation.child_token().cancelled_owned()),
+            // A switch no one holds: never paused.
+            pause_switch: WatchStream::new(tokio::sync::watch::channel(false).1),
+            paused: false,
+        }
+    }
+
     fn new(stream: Either<TcpStream, DuplexStream>, member: &Member) -> Self {
         Self {
             stream,

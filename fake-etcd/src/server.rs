@@ -575,10 +575,12 @@ fn spawn_incarnation(
     tls: Option<net::ServerTls>,
 ) -> Incarnation {
     let pipes = member.in_process.listen();
+    let internal = member.internal.listen();
     let token = lifetime.child_token();
     let server = tokio::spawn(net::serve_grpc(
         listener,
         pipes,
+        internal,
         Arc::clone(member),
         token.clone(),
         tls,
@@ -748,6 +750,16 @@ impl FakeEtcdBuilder {
         #[cfg(feature = "tls")]
         let tls: Option<net::ServerTls> =
             self.tls.as_ref().map(|t| t.server_config()).transpose()?;
+        // Bad certificates or keys are refused here, not by a server task
+        // that would die after `start` said all was well.
+        #[cfg(feature = "tls")]
+        if let Some(config) = &tls {
+            tonic::transport::Server::builder()
+                .tls_config(config.clone())
+                .map_err(|err| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {err}"))
+                })?;
+        }
         #[cfg(not(feature = "tls"))]
         let tls: Option<net::ServerTls> = None;
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -4,8 +4,8 @@
 //! [`TlsOptions`] mirrors etcd's flags: `--cert-file` and `--key-file` (the
 //! server's identity), `--trusted-ca-file` and `--client-cert-auth` (require
 //! a client certificate signed by that CA). The fake serves gRPC over rustls
-//! with ALPN `h2`; its in-process channel, the control API and the health
-//! endpoint stay plaintext, on loopback or in memory.
+//! with ALPN `h2` (the gRPC health service included); its in-process
+//! channel and the control API stay plaintext.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -166,7 +166,7 @@ async fn bad_control_input_is_refused_with_the_valid_choices() {
     );
     assert_refused(
         &ctl(control_port, &["fail", "code=nope"]),
-        "a number from 0 to 16",
+        "a number from 1 to 16",
     );
     assert_refused(&ctl(control_port, &["pause", "now=1"]), "it takes none");
     assert_refused(

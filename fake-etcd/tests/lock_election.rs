@@ -81,6 +81,37 @@ async fn a_lock_is_a_key_under_its_name_and_waits_for_earlier_holders() {
         .is_empty());
 }
 
+/// Lock and Election call the member as etcd's in-process client does:
+/// past the test's faults, which stay for the test's own calls.
+#[tokio::test(start_paused = true)]
+async fn the_members_own_calls_pass_the_tests_faults_by() {
+    let etcd = FakeEtcd::start().await.unwrap();
+    let mut holder = connect(&etcd).await;
+    let mut waiter = connect(&etcd).await;
+    etcd.fail_next(fake_etcd::Rpc::Txn, 1, fake_etcd::errors::leader_changed());
+    etcd.stall_watches();
+    let held_by = lease(&mut holder, 30).await;
+    let waits_on = lease(&mut waiter, 60).await;
+    holder
+        .lock("jobs", Some(LockOptions::new().with_lease(held_by)))
+        .await
+        .expect("Lock's txn is not the test's Txn");
+    let mut waiting = tokio::spawn(async move {
+        waiter
+            .lock("jobs", Some(LockOptions::new().with_lease(waits_on)))
+            .await
+    });
+    assert!(still_waiting(&mut waiting).await);
+    etcd.advance(Duration::from_secs(31)).await;
+    tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("the waiter's watch is not stalled by the test's stall")
+        .unwrap()
+        .unwrap();
+    let failed = holder.txn(etcd_client::Txn::new()).await.unwrap_err();
+    assert!(failed.to_string().contains("leader changed"), "{failed}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn lock_errors_are_unknown_with_etcds_plain_text() {
     let etcd = FakeEtcd::start().await.unwrap();

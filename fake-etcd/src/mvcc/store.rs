@@ -210,9 +210,15 @@ impl Store {
             by_key.entry(key).or_default().push((revision, kv));
         }
         store.revision = store.revision.max(compact_revision);
+        // A compaction scheduled but not finished when the snapshot was
+        // taken is finished now, as etcd's restore does.
         store.keys = by_key
             .into_iter()
             .filter_map(|(key, changes)| Some((key, KeyHistory::from_changes(changes)?)))
+            .filter_map(|(key, mut history)| {
+                (compact_revision < 0 || history.compact(compact_revision))
+                    .then_some((key, history))
+            })
             .collect();
         store.changes = events
             .into_iter()

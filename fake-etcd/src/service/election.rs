@@ -141,14 +141,15 @@ impl Election for ElectionService {
                     let proclaimed =
                         as_leader(&client, &key, rev, put(&key, request.value.clone(), lease))
                             .await;
-                    let failure = match proclaimed {
-                        Ok(txn) if txn.succeeded => None,
-                        Ok(_) => Some(Status::unknown(NOT_LEADER)),
-                        Err(status) => Some(status),
-                    };
-                    if let Some(failure) = failure {
-                        let _ = as_leader(&client, &key, rev, delete(&key)).await;
-                        return Err(failure);
+                    match proclaimed {
+                        Ok(txn) if txn.succeeded => {}
+                        // etcd forgets the leadership first, so its
+                        // resign then does nothing at all.
+                        Ok(_) => return Err(Status::unknown(NOT_LEADER)),
+                        Err(status) => {
+                            let _ = as_leader(&client, &key, rev, delete(&key)).await;
+                            return Err(status);
+                        }
                     }
                 }
             }
@@ -241,6 +242,8 @@ impl Election for ElectionService {
             .into_inner()
             .leader
             .ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
+        // Only for etcd's side effect: a session on lease 0 grants a 60 s
+        // lease.
         client.session_lease(leader.lease).await?;
         // OK whether or not it still led.
         let txn = as_leader(&client, &leader.key, leader.rev, delete(&leader.key)).await?;

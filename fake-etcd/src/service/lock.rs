@@ -113,23 +113,36 @@ impl Lock for LockService {
             }));
         }
 
+        // Cancelled while waiting (the caller went away): the guard deletes
+        // the key in the background, as etcd does with a background context.
         let withdraw = WithdrawOnDrop {
             client: Some(client.clone()),
             key: key.clone(),
         };
-        client.wait_deletes(&prefix, my_revision - 1).await?;
-        // My own lease may have expired while I waited.
-        let mine = client
-            .range(RangeRequest {
-                key: key.clone(),
-                ..Default::default()
-            })
-            .await?;
+        let waited = async {
+            client.wait_deletes(&prefix, my_revision - 1).await?;
+            // My own lease may have expired while I waited.
+            client
+                .range(RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                })
+                .await
+        }
+        .await;
+        withdraw.disarm();
+        let mine = match waited {
+            Ok(mine) => mine,
+            Err(status) => {
+                // An error: the key is deleted before the answer, as etcd's
+                // mutex unlocks before it returns.
+                let _ = client.delete(key).await;
+                return Err(status);
+            }
+        };
         if mine.kvs.is_empty() {
-            withdraw.disarm();
             return Err(Status::unknown("mutex: session is expired"));
         }
-        withdraw.disarm();
         Ok(Response::new(LockResponse {
             header: mine.header,
             key: key.to_vec().into(),

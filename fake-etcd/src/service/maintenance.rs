@@ -1,5 +1,5 @@
-//! `etcdserverpb.Maintenance`: status, alarms and defragmentation of a single
-//! in-memory member.
+//! `etcdserverpb.Maintenance`: status, alarms, defragmentation, hashes,
+//! snapshots, leader moves and downgrades of a single in-memory member.
 
 use std::sync::Arc;
 
@@ -174,8 +174,14 @@ impl Maintenance for MaintenanceService {
                 Ok(DowngradeAction::Validate) => {
                     core.validate_downgrade(&req.version)?;
                 }
-                Ok(DowngradeAction::Enable) => core.enable_downgrade(&req.version)?,
-                Ok(DowngradeAction::Cancel) => core.cancel_downgrade()?,
+                Ok(DowngradeAction::Enable) => {
+                    core.enable_downgrade(&req.version)?;
+                    core.record_raft_entry();
+                }
+                Ok(DowngradeAction::Cancel) => {
+                    core.cancel_downgrade()?;
+                    core.record_raft_entry();
+                }
                 Err(_) => return Err(EtcdError::UnknownMethod),
             }
             Ok(Applied::response(DowngradeResponse {

@@ -126,12 +126,8 @@ etcd_requests! {
     pb::StatusRequest => |_| Access::Read;
     pb::HashKvRequest => |_| Access::Read;
     pb::HashRequest => |_| Access::Read;
-    pb::DowngradeRequest => |downgrade: &pb::DowngradeRequest| {
-        if downgrade.action == pb::downgrade_request::DowngradeAction::Validate as i32 {
-            Access::Read
-        } else {
-            Access::Write
-        }
-    };
+    // ENABLE and CANCEL are checked before they are proposed: the handler
+    // counts their raft entry only once they pass.
+    pb::DowngradeRequest => |_| Access::Read;
     pb::MemberListRequest => |_| Access::Read;
 }

@@ -26,11 +26,26 @@ use crate::watch::{Outbox, StreamId, STREAM_BUFFER};
 #[derive(Debug, Clone)]
 pub(crate) struct WatchService {
     member: Arc<Member>,
+    /// Whether the test's watch faults (stall, end) reach this service's
+    /// streams: not for the member's own client (Lock, Election), whose
+    /// calls etcd makes in process.
+    faults: bool,
 }
 
 impl WatchService {
     pub(crate) fn new(member: Arc<Member>) -> Self {
-        Self { member }
+        Self {
+            member,
+            faults: true,
+        }
+    }
+
+    /// The service the member's own client talks to.
+    pub(crate) fn exempt_from_faults(member: Arc<Member>) -> Self {
+        Self {
+            member,
+            faults: false,
+        }
     }
 }
 
@@ -49,14 +64,24 @@ impl Watch for WatchService {
         // Its progress deadline may be the soonest timer now.
         self.member.timer_wakeup.notify_one();
         let member = Arc::clone(&self.member);
+        let injected_end = self
+            .faults
+            .then(|| self.member.faults.end_watches.subscribe());
         tokio::spawn(serve_requests(
             member,
             stream,
             request.into_inner(),
             outbox,
             end,
+            injected_end,
         ));
-        let stall = WatchStream::new(self.member.faults.watches_stalled.subscribe());
+        let stall = if self.faults {
+            self.member.faults.watches_stalled.subscribe()
+        } else {
+            // A switch no one holds: never stalled.
+            tokio::sync::watch::channel(false).1
+        };
+        let stall = WatchStream::new(stall);
         Ok(Response::new(Responses {
             responses,
             ended: Some(ended),
@@ -75,13 +100,19 @@ async fn serve_requests(
     mut requests: Streaming<WatchRequest>,
     outbox: Outbox,
     end: oneshot::Sender<Status>,
+    mut injected_end: Option<tokio::sync::broadcast::Receiver<Status>>,
 ) {
     let _close = CloseOnDrop {
         member: Arc::clone(&member),
         stream,
     };
-    let mut injected_end = member.faults.end_watches.subscribe();
     loop {
+        let injected = async {
+            match injected_end.as_mut() {
+                Some(receiver) => receiver.recv().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
         let request = tokio::select! {
             request = requests.next() => match request {
                 Some(Ok(request)) => request,
@@ -93,7 +124,7 @@ async fn serve_requests(
                 }
                 None => break,
             },
-            Ok(status) = injected_end.recv() => {
+            Some(status) = injected => {
                 let _ = end.send(status);
                 return;
             }

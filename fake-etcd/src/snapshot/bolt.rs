@@ -14,9 +14,10 @@
 //! The writer lays the tree out bottom-up with no free pages and no
 //! freelist (as etcd's backend, which rebuilds the freelist on open), so
 //! every page is reachable exactly once: bbolt's consistency check passes.
-//! The reader checks every offset against the file and every page against
-//! revisits, so a file that is not a bbolt database is an error, never a
-//! panic.
+//! The reader checks every offset against the file, every page (overflow
+//! pages included) against revisits, and every node's elements against its
+//! size, so a file that is not a bbolt database is an error, never a panic
+//! or a runaway allocation.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -38,8 +39,13 @@ const MAGIC: u32 = 0xED0C_DAED;
 const VERSION: u32 = 2;
 /// The freelist page of a database that keeps no freelist on disk.
 const NO_FREELIST: u64 = u64::MAX;
-/// A page holds at most this many elements (its count is a u16).
-const MAX_ELEMENTS: usize = u16::MAX as usize;
+/// A page holds at most this many elements (its count is a u16, and bbolt
+/// refuses 0xFFFF itself).
+const MAX_ELEMENTS: usize = u16::MAX as usize - 1;
+/// bbolt never splits a node below two elements: a page holds at least two,
+/// overflowing if it must. So each level of a tree has at most half the
+/// nodes of the one below, and building one always ends.
+const MIN_ELEMENTS: usize = 2;
 
 /// A database: top-level buckets by name, each a sorted map.
 pub(crate) type Buckets = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -103,15 +109,16 @@ fn branch_page(children: &[(Vec<u8>, u64)]) -> Vec<u8> {
     page
 }
 
-/// Splits elements of the given sizes into runs that each fit one page
-/// (a run of one element may be larger: it overflows).
+/// Splits elements of the given sizes into runs that each fit one page, as
+/// bbolt splits nodes: a run of fewer than two elements never ends early
+/// (such a run may be larger than a page: it overflows).
 fn runs(sizes: impl Iterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
     let (mut start, mut used) = (0, PAGE_HEADER);
     let mut end = 0;
     for (i, size) in sizes.enumerate() {
         let count = i - start;
-        if count > 0 && (used + size > PAGE_SIZE || count == MAX_ELEMENTS) {
+        if count >= MIN_ELEMENTS && (used + size > PAGE_SIZE || count == MAX_ELEMENTS) {
             runs.push(start..i);
             start = i;
             used = PAGE_HEADER;
@@ -223,9 +230,13 @@ pub(crate) fn write(buckets: &Buckets, txid: u64) -> Vec<u8> {
         .collect();
     let root = writer.tree(&elements);
     let pages = (writer.file.len() / PAGE_SIZE) as u64;
-    // Both metas valid; the second, with the higher transaction, is read.
-    writer.file[..PAGE_SIZE].copy_from_slice(&meta_page(0, root, pages, txid.saturating_sub(1)));
-    writer.file[PAGE_SIZE..2 * PAGE_SIZE].copy_from_slice(&meta_page(1, root, pages, txid));
+    // Both metas valid; bbolt keeps transaction t on page t % 2 (its next
+    // commit overwrites the other), and reads the higher one.
+    let txid = txid.max(1);
+    for (id, tx) in [(txid % 2, txid), ((txid - 1) % 2, txid - 1)] {
+        let at = id as usize * PAGE_SIZE;
+        writer.file[at..at + PAGE_SIZE].copy_from_slice(&meta_page(id, root, pages, tx));
+    }
     writer.file
 }
 
@@ -250,7 +261,8 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// The meta of one meta page, if it checks out: (root page, transaction).
+/// The meta of one meta page, if it checks out: (root page, transaction,
+/// page size).
 fn meta_at(file: &[u8], at: usize) -> Option<(u64, u64, usize)> {
     let meta = file.get(at + PAGE_HEADER..at + PAGE_HEADER + 64)?;
     let ok = u32_at(meta, 0)? == MAGIC
@@ -275,6 +287,15 @@ impl Reader<'_> {
             .filter(|&start| start < self.file.len())
             .ok_or_else(|| format(format!("page {id} is past the end of the file")))?;
         let overflow = u32_at(self.file, start + 12).unwrap_or(0) as usize;
+        // An overflow page belongs to its node: reaching it again is an
+        // error too, so no page is read twice.
+        for page in 1..=overflow as u64 {
+            if !self.visited.insert(id.saturating_add(page)) {
+                return Err(format(format!(
+                    "page {id} overflows into a page reached before"
+                )));
+            }
+        }
         let end = overflow
             .checked_add(1)
             .and_then(|span| span.checked_mul(self.page_size))
@@ -347,6 +368,9 @@ fn leaf_elements(node: &[u8], out: &mut Vec<(u32, Vec<u8>, Vec<u8>)>) -> Result<
         return Err(format("a bucket's page is not a leaf"));
     }
     let count = u16_at(node, 10).unwrap_or(0) as usize;
+    // Elements own disjoint bytes of their node: more than the node holds
+    // is a crafted file, refused before it can make the copies explode.
+    let mut claimed = 0usize;
     for i in 0..count {
         let element = PAGE_HEADER + ELEMENT * i;
         let field = |at| u32_at(node, element + at).map(|v| v as usize);
@@ -366,6 +390,10 @@ fn leaf_elements(node: &[u8], out: &mut Vec<(u32, Vec<u8>, Vec<u8>)>) -> Result<
         else {
             return Err(format("a leaf element's key or value is past its page"));
         };
+        claimed = claimed.saturating_add(key_len + value_len);
+        if claimed > node.len() {
+            return Err(format("a page's elements claim more bytes than it has"));
+        }
         out.push((flags as u32, key.to_vec(), value.to_vec()));
     }
     Ok(())
@@ -439,6 +467,35 @@ mod tests {
             let file = write(&buckets, 2);
             assert_eq!(file.len() % PAGE_SIZE, 0);
             assert_eq!(read(&file), Ok(buckets), "{keys} keys of {value_len} bytes");
+        }
+    }
+
+    #[test]
+    fn keys_larger_than_a_page_make_a_finite_tree() {
+        let mut buckets = Buckets::new();
+        buckets.insert(
+            b"key".to_vec(),
+            [3000usize, 10_000, 2100, 2100, 5000]
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| {
+                    let mut key = vec![b'a' + i as u8; len];
+                    key.push(b'k');
+                    (key, b"v".to_vec())
+                })
+                .collect(),
+        );
+        let file = write(&buckets, 3);
+        assert_eq!(read(&file), Ok(buckets));
+    }
+
+    #[test]
+    fn the_newest_meta_is_on_the_page_bbolt_expects() {
+        for txid in [2u64, 7] {
+            let file = write(&sample(1, 1), txid);
+            let on_page = |page: usize| u64_at(&file, page * PAGE_SIZE + PAGE_HEADER + 48).unwrap();
+            assert_eq!(on_page((txid % 2) as usize), txid);
+            assert_eq!(on_page(((txid - 1) % 2) as usize), txid - 1);
         }
     }
 

@@ -61,6 +61,10 @@ pub enum SnapshotError {
     /// The sha256 trailer `etcdctl snapshot save` keeps does not match.
     #[error("not an etcd snapshot: its sha256 trailer does not match its contents")]
     HashMismatch,
+    /// The snapshot's etcd had auth enabled, which the fake does not serve
+    /// yet: loading it would drop every permission.
+    #[error("the snapshot's etcd had auth enabled, which fake-etcd does not serve yet")]
+    AuthEnabled,
 }
 
 /// A JSON string literal (the few JSON values of a snapshot are built by
@@ -157,7 +161,8 @@ pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
     buckets.insert(
         b"members".to_vec(),
         bucket(vec![(
-            format!("{:016x}", member.member_id).into_bytes(),
+            // etcd's types.ID: hex, no padding.
+            format!("{:x}", member.member_id).into_bytes(),
             record.into_bytes(),
         )]),
     );
@@ -172,7 +177,7 @@ pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
         (b"term".to_vec(), u64_bytes(core.raft_term)),
     ];
     let compacted = core.store.compact_revision();
-    if compacted > 0 {
+    if compacted >= 0 {
         let at = Revision::new(compacted, 0).to_bucket_key(false);
         meta.push((b"scheduledCompactRev".to_vec(), at.clone()));
         meta.push((b"finishedCompactRev".to_vec(), at));
@@ -213,12 +218,29 @@ pub(crate) struct Loaded {
     /// `(id, TTL in seconds)` of every lease.
     pub(crate) leases: Vec<(i64, i64)>,
     pub(crate) alarms: Vec<(u64, i32)>,
+    pub(crate) downgrade: Option<crate::core::Downgrade>,
     pub(crate) raft_term: Option<u64>,
     pub(crate) raft_index: Option<u64>,
 }
 
 fn not_a_snapshot(why: impl Into<String>) -> SnapshotError {
     SnapshotError::NotASnapshot(why.into())
+}
+
+/// A downgrade as the cluster bucket records it:
+/// `{"target-version":"3.4.0","enabled":true}`.
+fn downgrade_of(record: &[u8]) -> Option<crate::core::Downgrade> {
+    let text = std::str::from_utf8(record).ok()?;
+    let enabled = text.contains("\"enabled\":true");
+    let target = text
+        .split("\"target-version\":\"")
+        .nth(1)?
+        .split('"')
+        .next()?;
+    Some(crate::core::Downgrade {
+        enabled,
+        target_version: target.to_owned(),
+    })
 }
 
 fn revision_of(key: &[u8]) -> Option<(Revision, bool)> {
@@ -230,12 +252,10 @@ fn revision_of(key: &[u8]) -> Option<(Revision, bool)> {
         [b't'] => true,
         _ => return None,
     };
-    (separator == b'_').then(|| {
-        (
-            Revision::new(i64::from_be_bytes(*main), i64::from_be_bytes(*sub)),
-            tombstone,
-        )
-    })
+    let (main, sub) = (i64::from_be_bytes(*main), i64::from_be_bytes(*sub));
+    // Revisions a store can hold: a later write must still fit after them.
+    let plausible = separator == b'_' && (0..i64::MAX / 2).contains(&main) && sub >= 0;
+    plausible.then(|| (Revision::new(main, sub), tombstone))
 }
 
 /// Reads a snapshot taken by etcd (`etcdctl snapshot save`, with or without
@@ -263,6 +283,13 @@ pub(crate) fn load(file: &[u8]) -> Result<Loaded, SnapshotError> {
         }
     };
     let buckets = bolt::read(database).map_err(|e| not_a_snapshot(e.to_string()))?;
+    let auth_enabled = buckets
+        .get(&b"auth"[..])
+        .and_then(|auth| auth.get(&b"authEnabled"[..]))
+        .is_some_and(|enabled| enabled.as_slice() == [1]);
+    if auth_enabled {
+        return Err(SnapshotError::AuthEnabled);
+    }
     let (Some(key), Some(meta)) = (buckets.get(&b"key"[..]), buckets.get(&b"meta"[..])) else {
         return Err(not_a_snapshot(
             "a bbolt database without etcd's key and meta buckets",
@@ -312,10 +339,15 @@ pub(crate) fn load(file: &[u8]) -> Result<Loaded, SnapshotError> {
             .map_err(|e| not_a_snapshot(format!("an alarm-bucket key is not an alarm: {e}")))?;
         alarms.push((alarm.member_id, alarm.alarm));
     }
+    let downgrade = buckets
+        .get(&b"cluster"[..])
+        .and_then(|cluster| cluster.get(&b"downgrade"[..]))
+        .and_then(|record| downgrade_of(record));
     Ok(Loaded {
         store: Store::restore(history, compacted),
         leases,
         alarms,
+        downgrade,
         raft_term: meta.get(&b"term"[..]).and_then(u64_of),
         raft_index: meta.get(&b"consistent_index"[..]).and_then(u64_of),
     })
@@ -346,6 +378,7 @@ impl Loaded {
         for (member, alarm) in self.alarms {
             core.raise_alarm(member, alarm);
         }
+        core.downgrade = self.downgrade;
         if let Some(term) = self.raft_term {
             core.raft_term = core.raft_term.max(term);
         }
