@@ -36,12 +36,29 @@ pub(crate) struct Downgrade {
 /// A downgrade target as etcd reads one: `X.Y.Z` (with an optional
 /// pre-release and build), or `X.Y`; the patch and the rest are dropped.
 fn downgrade_target(version: &str) -> Option<(u64, u64)> {
+    /// Dot-separated identifiers of `[0-9A-Za-z-]`, none empty (semver's
+    /// pre-release and build syntax, as go-semver checks it).
+    fn identifiers(text: &str) -> bool {
+        text.split('.')
+            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    }
     fn semver(text: &str) -> Option<(u64, u64)> {
-        let core = text.split('+').next()?.split('-').next()?;
+        let (text, build) = match text.split_once('+') {
+            Some((text, build)) => (text, Some(build)),
+            None => (text, None),
+        };
+        let (core, pre) = match text.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (text, None),
+        };
+        if !build.is_none_or(identifiers) || !pre.is_none_or(identifiers) {
+            return None;
+        }
         let parts: Vec<&str> = core.split('.').collect();
+        // go-semver parses each number as an int64.
         let number = |part: &str| -> Option<u64> {
             (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| part.parse().ok())
+                .then(|| part.parse::<i64>().ok().map(|n| n as u64))
                 .flatten()
         };
         match parts.as_slice() {
@@ -303,7 +320,18 @@ mod downgrade_tests {
         assert_eq!(downgrade_target("3.4"), Some((3, 4)));
         assert_eq!(downgrade_target("3.4.0"), Some((3, 4)));
         assert_eq!(downgrade_target("3.4.7-rc.1+build"), Some((3, 4)));
-        for bad in ["", "3", "x.y", "3.4.x", "3..4", "3.4.0.0", " 3.4"] {
+        for bad in [
+            "",
+            "3",
+            "x.y",
+            "3.4.x",
+            "3..4",
+            "3.4.0.0",
+            " 3.4",
+            "3.4.0-a..b",
+            "3.4.0+x+y",
+            "3.99999999999999999999.0",
+        ] {
             assert_eq!(downgrade_target(bad), None, "{bad:?}");
         }
     }

@@ -290,3 +290,19 @@ fn a_progress_interval_out_of_range_is_refused_with_one_line() {
         );
     }
 }
+
+#[test]
+fn several_client_urls_are_refused_rather_than_half_served() {
+    let out = Command::new(BINARY)
+        .args([
+            "--listen-client-urls",
+            "http://127.0.0.1:0,http://127.0.0.1:0",
+        ])
+        .args(["--control-listen", "off"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("serves one client URL, got 2"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -123,7 +123,14 @@ fn check_control_address(address: &str, allow_remote: bool) -> Result<(), String
 
 /// The address to listen on, and whether the URL asks for TLS.
 fn listen_addr(url: &str) -> Result<(SocketAddr, bool), String> {
-    let first = url.split(',').next().unwrap_or(url);
+    let urls: Vec<&str> = url.split(',').collect();
+    if urls.len() > 1 {
+        return Err(format!(
+            "--listen-client-urls: fake-etcd serves one client URL, got {}: {url}",
+            urls.len()
+        ));
+    }
+    let first = urls[0];
     let (host_port, tls) = match (
         first.strip_prefix("http://"),
         first.strip_prefix("https://"),
@@ -306,10 +313,19 @@ fn ctl(control: &str, name: &str, params: &[String]) -> ExitCode {
     };
     let request = format!("{method} {path} HTTP/1.1\r\nHost: {control}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let response = TcpStream::connect(control).and_then(|mut stream| {
+        // A port that accepts and never answers is not the control API:
+        // give up rather than hang.
+        stream.set_read_timeout(Some(CTL_PATIENCE))?;
+        stream.set_write_timeout(Some(CTL_PATIENCE))?;
         stream.write_all(request.as_bytes())?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        String::from_utf8(response).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the answer is not the control API's (is --control the control port?)",
+            )
+        })
     });
     match response {
         Ok(response) => {
@@ -333,6 +349,10 @@ fn ctl(control: &str, name: &str, params: &[String]) -> ExitCode {
         }
     }
 }
+
+/// How long `ctl` waits for the control API's answer (an `advance` over
+/// many leases included).
+const CTL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a query value may not contain unescaped.
 const QUERY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
