@@ -152,6 +152,9 @@ pub struct Control {
     pub method: &'static str,
     /// Its parameters.
     pub params: &'static [Param],
+    /// The parameter `fake-etcd ctl` fills with a bare value
+    /// (`ctl advance 30s` is `advance?by=30s`).
+    pub bare: Option<&'static str>,
     /// What it does.
     pub help: &'static str,
 }
@@ -174,18 +177,21 @@ pub const CONTROLS: &[Control] = &[
     Control {
         name: "status",
         method: "GET",
+        bare: None,
         params: &[],
         help: "revision, raft term, time, seed, pause and stall state, active faults",
     },
     Control {
         name: "leases",
         method: "GET",
+        bare: None,
         params: &[],
         help: "every lease: id, granted TTL, time left, keys",
     },
     Control {
         name: "advance",
         method: "POST",
+        bare: Some("by"),
         params: &[Param {
             name: "by",
             help: "a duration: 500ms, 30s, 1.5s, 2m, 1h",
@@ -195,6 +201,7 @@ pub const CONTROLS: &[Control] = &[
     Control {
         name: "expire-lease",
         method: "POST",
+        bare: Some("id"),
         params: &[Param {
             name: "id",
             help: "a lease ID, decimal or 0x-hex",
@@ -204,30 +211,35 @@ pub const CONTROLS: &[Control] = &[
     Control {
         name: "drop-connections",
         method: "POST",
+        bare: None,
         params: &[],
         help: "break every client connection",
     },
     Control {
         name: "pause",
         method: "POST",
+        bare: None,
         params: &[],
         help: "a partition: answer nothing, close nothing",
     },
     Control {
         name: "resume",
         method: "POST",
+        bare: None,
         params: &[],
         help: "end a pause",
     },
     Control {
         name: "restart",
         method: "POST",
+        bare: None,
         params: &[],
         help: "restart on the same port with the same data",
     },
     Control {
         name: "compact",
         method: "POST",
+        bare: Some("revision"),
         params: &[Param {
             name: "revision",
             help: "the revision (default: the current one)",
@@ -237,6 +249,7 @@ pub const CONTROLS: &[Control] = &[
     Control {
         name: "fail",
         method: "POST",
+        bare: None,
         params: &[
             RPC,
             CODE,
@@ -255,6 +268,7 @@ pub const CONTROLS: &[Control] = &[
     Control {
         name: "delay",
         method: "POST",
+        bare: Some("by"),
         params: &[
             RPC,
             Param {
@@ -267,48 +281,56 @@ pub const CONTROLS: &[Control] = &[
     Control {
         name: "clear-faults",
         method: "POST",
+        bare: None,
         params: &[],
         help: "remove injected errors and delays",
     },
     Control {
         name: "stall-watches",
         method: "POST",
+        bare: None,
         params: &[],
         help: "hold watch responses",
     },
     Control {
         name: "unstall-watches",
         method: "POST",
+        bare: None,
         params: &[],
         help: "deliver held watch responses",
     },
     Control {
         name: "end-watch-streams",
         method: "POST",
+        bare: None,
         params: &[CODE, MESSAGE],
         help: "end every watch stream with an error",
     },
     Control {
         name: "end-keepalive-streams",
         method: "POST",
+        bare: None,
         params: &[CODE, MESSAGE],
         help: "end every keepalive stream with an error",
     },
     Control {
         name: "no-space",
         method: "POST",
+        bare: None,
         params: &[],
         help: "raise the NOSPACE alarm",
     },
     Control {
         name: "disarm-no-space",
         method: "POST",
+        bare: None,
         params: &[],
         help: "clear the NOSPACE alarm",
     },
     Control {
         name: "change-leader",
         method: "POST",
+        bare: None,
         params: &[],
         help: "a leader election: term +1, leases renewed",
     },

@@ -22,8 +22,15 @@ use crate::watch::{self, WatchHub};
 
 /// The raft term of a freshly started single member.
 pub(crate) const INITIAL_RAFT_TERM: u64 = 2;
-/// The cluster version a 3.5 member reports (major.minor, patch 0).
+/// The cluster version a 3.5 member records and reports (major.minor;
+/// the patch is always 0).
 pub(crate) const CLUSTER_VERSION: (u64, u64) = (3, 5);
+
+/// [`CLUSTER_VERSION`] as etcd writes it: `3.5.0`.
+pub(crate) fn cluster_version() -> String {
+    let (major, minor) = CLUSTER_VERSION;
+    format!("{major}.{minor}.0")
+}
 
 /// A cluster downgrade, once one was enabled or cancelled.
 #[derive(Debug, Clone, PartialEq, Eq)]

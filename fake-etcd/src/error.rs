@@ -62,6 +62,22 @@ pub(crate) enum EtcdError {
     /// Not mapped to a gRPC code by etcd: sent as `Unknown`.
     #[error("etcdserver: unknown method")]
     UnknownMethod,
+    /// clientv3's `concurrency` errors, which etcd's Lock and Election
+    /// servers send as `Unknown` with their plain text.
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    #[error("lost watcher waiting for delete")]
+    LostWatcher,
+    /// What grpc-go's generated server answers for a method nobody
+    /// registered: an RPC of etcd's API the fake does not serve.
+    #[error("method {0} not implemented")]
+    MethodNotImplemented(&'static str),
     /// A watch's cancel reason (mvcc's `ErrEmptyWatcherRange`), never a
     /// status: etcd sends it inside a `WatchResponse`.
     #[error("mvcc: watcher range is empty")]
@@ -96,7 +112,15 @@ impl EtcdError {
             }
             // Only ever a cancel reason; were it a status, etcd's
             // `togRPCError` would send an unmapped error as `Unknown`.
-            Self::WatcherRangeEmpty | Self::DuplicateWatchId | Self::UnknownMethod => Code::Unknown,
+            Self::WatcherRangeEmpty
+            | Self::DuplicateWatchId
+            | Self::UnknownMethod
+            | Self::SessionExpired
+            | Self::ElectionNotLeader
+            | Self::ElectionNoLeader
+            | Self::MissingLeaderKey
+            | Self::LostWatcher => Code::Unknown,
+            Self::MethodNotImplemented(_) => Code::Unimplemented,
         }
     }
 
@@ -239,6 +263,36 @@ mod tests {
                 EtcdError::UnknownMethod,
                 Code::Unknown,
                 "etcdserver: unknown method",
+            ),
+            (
+                EtcdError::SessionExpired,
+                Code::Unknown,
+                "mutex: session is expired",
+            ),
+            (
+                EtcdError::ElectionNotLeader,
+                Code::Unknown,
+                "election: not leader",
+            ),
+            (
+                EtcdError::ElectionNoLeader,
+                Code::Unknown,
+                "election: no leader",
+            ),
+            (
+                EtcdError::MissingLeaderKey,
+                Code::Unknown,
+                "\"leader\" field must be provided",
+            ),
+            (
+                EtcdError::LostWatcher,
+                Code::Unknown,
+                "lost watcher waiting for delete",
+            ),
+            (
+                EtcdError::MethodNotImplemented("MemberAdd"),
+                Code::Unimplemented,
+                "method MemberAdd not implemented",
             ),
             (
                 EtcdError::WatcherRangeEmpty,

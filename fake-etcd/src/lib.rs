@@ -77,5 +77,7 @@ mod watch;
 pub use bridge::Bridge;
 pub use clock::TimeSource;
 pub use faults::{errors, Rpc};
-pub use server::{ControlError, FakeEtcd, FakeEtcdBuilder, KeyAndValue, LeaseInfo};
+pub use server::{
+    check_progress_interval, ControlError, FakeEtcd, FakeEtcdBuilder, KeyAndValue, LeaseInfo,
+};
 pub use snapshot::SnapshotError;

@@ -175,8 +175,7 @@ impl FakeEtcd {
         revision: i64,
     ) -> Result<Vec<KeyAndValue>, ControlError> {
         let prefix = bytes::Bytes::copy_from_slice(prefix.as_ref());
-        let end = crate::watch::prefix_end(&prefix).unwrap_or_else(|| vec![0]);
-        let range = crate::mvcc::KeyRange::new(&prefix, &bytes::Bytes::from(end));
+        let range = crate::mvcc::KeyRange::new(&prefix, &crate::watch::prefix_range_end(&prefix));
         let core = self.member.lock();
         let store = &core.store;
         let current = store.revision();
@@ -861,9 +860,20 @@ pub enum ControlError {
     ProgressInterval(Duration),
 }
 
-/// Refuses a progress notify interval outside what the watch hub takes: a
-/// zero interval would tick on every advance forever.
-pub(crate) fn check_progress_interval(interval: Duration) -> Result<(), ControlError> {
+/// Whether [`FakeEtcdBuilder::progress_notify_interval`] takes `interval`:
+/// from 1 ms to 365 days (a zero interval would tick on every advance
+/// forever).
+///
+/// # Errors
+///
+/// [`ControlError::ProgressInterval`] outside that range.
+///
+/// ```
+/// use std::time::Duration;
+/// assert!(fake_etcd::check_progress_interval(Duration::from_secs(10)).is_ok());
+/// assert!(fake_etcd::check_progress_interval(Duration::ZERO).is_err());
+/// ```
+pub fn check_progress_interval(interval: Duration) -> Result<(), ControlError> {
     if (MIN_PROGRESS_INTERVAL..=MAX_PROGRESS_INTERVAL).contains(&interval) {
         Ok(())
     } else {

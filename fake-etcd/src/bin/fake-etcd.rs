@@ -95,13 +95,7 @@ enum Command {
 fn progress_interval(text: &str) -> Result<std::time::Duration, String> {
     let interval = fake_etcd::control::parse_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration like 10m, 30s or 500ms"))?;
-    if interval < std::time::Duration::from_millis(1)
-        || interval > std::time::Duration::from_secs(365 * 24 * 3600)
-    {
-        return Err(format!(
-            "{text} is out of range: it must be from 1ms to 365 days"
-        ));
-    }
+    fake_etcd::check_progress_interval(interval).map_err(|err| err.to_string())?;
     Ok(interval)
 }
 
@@ -286,12 +280,10 @@ async fn serve(args: Args) -> ExitCode {
 
 /// One control call: a plain HTTP/1.1 request, the JSON answer printed.
 fn ctl(control: &str, name: &str, params: &[String]) -> ExitCode {
-    let bare = match name {
-        "advance" | "delay" => Some("by"),
-        "expire-lease" => Some("id"),
-        "compact" => Some("revision"),
-        _ => None,
-    };
+    // An unknown control is sent all the same: the API's refusal lists
+    // the ones there are.
+    let known = fake_etcd::control::CONTROLS.iter().find(|c| c.name == name);
+    let bare = known.and_then(|c| c.bare);
     let query: Vec<String> = params
         .iter()
         .map(|p| match (p.split_once('='), bare) {
@@ -301,11 +293,7 @@ fn ctl(control: &str, name: &str, params: &[String]) -> ExitCode {
         })
         .map(|p| percent_encoding::utf8_percent_encode(&p, QUERY).to_string())
         .collect();
-    let method = if matches!(name, "status" | "leases") {
-        "GET"
-    } else {
-        "POST"
-    };
+    let method = known.map_or("POST", |c| c.method);
     let path = if query.is_empty() {
         format!("/v1/{name}")
     } else {

@@ -9,7 +9,8 @@ use etcd_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{serve, unimplemented};
+use super::serve;
+use crate::error::EtcdError;
 use crate::member::{Applied, Member};
 
 /// The Cluster service of one member.
@@ -30,21 +31,21 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("MemberAdd"))
+        Err(EtcdError::MethodNotImplemented("MemberAdd").into())
     }
 
     async fn member_remove(
         &self,
         _: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("MemberRemove"))
+        Err(EtcdError::MethodNotImplemented("MemberRemove").into())
     }
 
     async fn member_update(
         &self,
         _: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unimplemented("MemberUpdate"))
+        Err(EtcdError::MethodNotImplemented("MemberUpdate").into())
     }
 
     async fn member_list(
@@ -75,6 +76,6 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unimplemented("MemberPromote"))
+        Err(EtcdError::MethodNotImplemented("MemberPromote").into())
     }
 }

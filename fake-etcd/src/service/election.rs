@@ -25,10 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::local_client::{created_at, op, prefix_of, session_key, LocalClient};
-
-const NOT_LEADER: &str = "election: not leader";
-const NO_LEADER: &str = "election: no leader";
-const MISSING_LEADER_KEY: &str = "\"leader\" field must be provided";
+use crate::error::EtcdError;
 
 /// The Election service of one member.
 #[derive(Debug, Clone)]
@@ -145,7 +142,7 @@ impl Election for ElectionService {
                         Ok(txn) if txn.succeeded => {}
                         // etcd forgets the leadership first, so its
                         // resign then does nothing at all.
-                        Ok(_) => return Err(Status::unknown(NOT_LEADER)),
+                        Ok(_) => return Err(Status::from(EtcdError::ElectionNotLeader)),
                         Err(status) => {
                             let _ = as_leader(&client, &key, rev, delete(&key)).await;
                             return Err(status);
@@ -183,7 +180,7 @@ impl Election for ElectionService {
         let request = request.into_inner();
         let leader = request
             .leader
-            .ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
+            .ok_or_else(|| Status::from(EtcdError::MissingLeaderKey))?;
         let lease = client.session_lease(leader.lease).await?;
         let txn = as_leader(
             &client,
@@ -193,7 +190,7 @@ impl Election for ElectionService {
         )
         .await?;
         if !txn.succeeded {
-            return Err(Status::unknown(NOT_LEADER));
+            return Err(Status::from(EtcdError::ElectionNotLeader));
         }
         Ok(Response::new(ProclaimResponse { header: txn.header }))
     }
@@ -205,7 +202,7 @@ impl Election for ElectionService {
         let client = self.client(&request);
         let prefix = prefix_of(&request.into_inner().name);
         let (header, kv) = client.first_created(&prefix).await?;
-        let kv = kv.ok_or_else(|| Status::unknown(NO_LEADER))?;
+        let kv = kv.ok_or_else(|| Status::from(EtcdError::ElectionNoLeader))?;
         Ok(Response::new(LeaderResponse {
             header: Some(header),
             kv: Some(kv),
@@ -241,7 +238,7 @@ impl Election for ElectionService {
         let leader = request
             .into_inner()
             .leader
-            .ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
+            .ok_or_else(|| Status::from(EtcdError::MissingLeaderKey))?;
         // Only for etcd's side effect: a session on lease 0 grants a 60 s
         // lease.
         client.session_lease(leader.lease).await?;

@@ -23,9 +23,12 @@ use etcd_proto::etcdserverpb::{
     WatchRequest, WatchResponse,
 };
 use etcd_proto::mvccpb::KeyValue;
+use tokio_stream::StreamExt;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::Status;
+
+use crate::error::EtcdError;
 
 /// The metadata that says who the caller is.
 const CREDENTIALS: [&str; 2] = ["token", "authorization"];
@@ -161,7 +164,7 @@ impl LocalClient {
         prefix: bool,
     ) -> Result<Watch, Status> {
         let range_end = if prefix {
-            crate::watch::prefix_end(&key).map_or_else(|| Bytes::from_static(b"\0"), Bytes::from)
+            crate::watch::prefix_range_end(&key)
         } else {
             Bytes::new()
         };
@@ -173,22 +176,15 @@ impl LocalClient {
                 ..Default::default()
             })),
         };
-        // The request side stays open (and the watch with it) as long as
-        // this stream lives.
-        let (requests, outgoing) = tokio::sync::mpsc::channel(1);
-        requests
-            .send(create)
-            .await
-            .map_err(|_| Status::unknown("watch request channel closed"))?;
+        // One create, then the request side stays open (and the watch
+        // with it) until the watch is dropped.
+        let requests = tokio_stream::iter([create]).chain(tokio_stream::pending());
         let responses = WatchClient::new(self.channel.clone())
-            .watch(self.request(tokio_stream::wrappers::ReceiverStream::new(outgoing)))
+            .watch(self.request(requests))
             .await
             .map_err(unknown)?
             .into_inner();
-        Ok(Watch {
-            responses,
-            _requests: requests,
-        })
+        Ok(Watch { responses })
     }
 }
 
@@ -196,7 +192,6 @@ impl LocalClient {
 #[derive(Debug)]
 pub(crate) struct Watch {
     responses: tonic::Streaming<WatchResponse>,
-    _requests: tokio::sync::mpsc::Sender<WatchRequest>,
 }
 
 impl Watch {
@@ -209,18 +204,17 @@ impl Watch {
                 .message()
                 .await
                 .map_err(unknown)?
-                .ok_or_else(|| Status::unknown("lost watcher waiting for delete"))?;
+                .ok_or(EtcdError::LostWatcher)?;
+            // clientv3's WatchResponse.Err(), sent as Unknown.
             if response.compact_revision != 0 {
-                return Err(Status::unknown(
-                    crate::error::EtcdError::Compacted.message(),
-                ));
+                return Err(unknown(EtcdError::Compacted.into()));
             }
             if response.canceled {
-                return Err(Status::unknown(if response.cancel_reason.is_empty() {
-                    "watch canceled".to_owned()
+                return Err(if response.cancel_reason.is_empty() {
+                    unknown(EtcdError::FutureRevision.into())
                 } else {
-                    response.cancel_reason
-                }));
+                    Status::unknown(response.cancel_reason)
+                });
             }
             if !response.events.is_empty() {
                 return Ok(response);
@@ -234,8 +228,7 @@ impl Watch {
 pub(crate) fn top(prefix: &Bytes, order: SortOrder, max_create_revision: i64) -> RangeRequest {
     RangeRequest {
         key: prefix.clone(),
-        range_end: crate::watch::prefix_end(prefix)
-            .map_or_else(|| Bytes::from_static(b"\0"), Bytes::from),
+        range_end: crate::watch::prefix_range_end(prefix),
         limit: 1,
         sort_order: order as i32,
         sort_target: SortTarget::Create as i32,

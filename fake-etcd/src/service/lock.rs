@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::local_client::{created_at, op, prefix_of, session_key, top, LocalClient};
+use crate::error::EtcdError;
 
 /// The Lock service of one member.
 #[derive(Debug, Clone)]
@@ -109,7 +110,7 @@ impl Lock for LockService {
         if holder.is_none_or(|kv| kv.create_revision == my_revision) {
             return Ok(Response::new(LockResponse {
                 header: Some(header),
-                key: key.to_vec().into(),
+                key: key.clone(),
             }));
         }
 
@@ -141,11 +142,11 @@ impl Lock for LockService {
             }
         };
         if mine.kvs.is_empty() {
-            return Err(Status::unknown("mutex: session is expired"));
+            return Err(EtcdError::SessionExpired.into());
         }
         Ok(Response::new(LockResponse {
             header: mine.header,
-            key: key.to_vec().into(),
+            key,
         }))
     }
 

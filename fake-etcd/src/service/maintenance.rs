@@ -24,8 +24,6 @@ use crate::snapshot;
 const EMPTY_DB_BYTES: i64 = 20_480;
 /// An estimate of what one retained key costs in etcd's database.
 const BYTES_PER_KEY: i64 = 128;
-/// The cluster version a downgrade's answer reports.
-const CLUSTER_VERSION_TEXT: &str = "3.5.0";
 /// The size of a snapshot's data messages (etcd's `snapshotSendBufferSize`).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
@@ -124,16 +122,19 @@ impl Maintenance for MaintenanceService {
             let core = self.member.lock();
             snapshot::save(&core, self.member.membership())
         };
+        let checksum = Bytes::copy_from_slice(&Sha256::digest(&database));
+        let database = Bytes::from(database);
         let (messages, stream) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let total = database.len();
             let mut sent = 0;
-            for chunk in database.chunks(SNAPSHOT_CHUNK) {
+            while sent < total {
+                let chunk = database.slice(sent..total.min(sent + SNAPSHOT_CHUNK));
                 sent += chunk.len();
                 let message = SnapshotResponse {
                     header: None,
                     remaining_bytes: (total - sent) as u64,
-                    blob: Bytes::copy_from_slice(chunk),
+                    blob: chunk,
                 };
                 if messages.send(Ok(message)).await.is_err() {
                     return;
@@ -143,7 +144,7 @@ impl Maintenance for MaintenanceService {
             let checksum = SnapshotResponse {
                 header: None,
                 remaining_bytes: 0,
-                blob: Bytes::copy_from_slice(&Sha256::digest(&database)),
+                blob: checksum,
             };
             let _ = messages.send(Ok(checksum)).await;
         });
@@ -186,7 +187,7 @@ impl Maintenance for MaintenanceService {
             }
             Ok(Applied::response(DowngradeResponse {
                 header: None,
-                version: CLUSTER_VERSION_TEXT.to_owned(),
+                version: crate::core::cluster_version(),
             }))
         })?;
         if action == Ok(DowngradeAction::Validate) {

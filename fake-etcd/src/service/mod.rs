@@ -80,12 +80,6 @@ pub(crate) fn admit<Q: EtcdRequest>(request: tonic::Request<Q>) -> Result<Q, Etc
     Ok(request)
 }
 
-/// The answer for an RPC of etcd's API this fake does not serve: the status
-/// grpc-go's generated server gives a method nobody registered.
-pub(crate) fn unimplemented(method: &str) -> Status {
-    Status::unimplemented(format!("method {method} not implemented"))
-}
-
 /// Declares how requests of each type go through the member.
 macro_rules! etcd_requests {
     ($($request:ty => $access:expr $(, validate = $validate:path)?;)*) => {

@@ -30,9 +30,6 @@ use crate::kv::LeaseAttachments;
 use crate::mvcc::Store;
 use crate::revision::Revision;
 
-/// The cluster version a 3.5 member records.
-const CLUSTER_VERSION: &str = "3.5.0";
-
 /// Who the member is, as the `members` and `meta` buckets record it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Membership<'a> {
@@ -106,7 +103,7 @@ pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
     buckets.insert(b"authUsers".to_vec(), BTreeMap::new());
     let mut cluster = vec![(
         b"clusterVersion".to_vec(),
-        CLUSTER_VERSION.as_bytes().to_vec(),
+        crate::core::cluster_version().into_bytes(),
     )];
     if let Some(downgrade) = &core.downgrade {
         let record = format!(

@@ -142,6 +142,13 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     Some(end)
 }
 
+/// The `range_end` of a request for every key under `prefix`, as clients
+/// send it: [`prefix_end`], or `"\0"` (every key from `prefix` on) when
+/// there is none.
+pub(crate) fn prefix_range_end(prefix: &[u8]) -> Bytes {
+    prefix_end(prefix).map_or_else(|| Bytes::from_static(b"\0"), Bytes::from)
+}
+
 impl SyncedIndex {
     fn insert(&mut self, range: &KeyRange, watcher: WatcherKey) {
         match (range, as_prefix(range)) {

@@ -26,6 +26,6 @@
 mod hub;
 
 pub(crate) use hub::{
-    prefix_end, Context, Outbox, StreamId, WatchHub, MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL,
-    STREAM_BUFFER,
+    prefix_range_end, Context, Outbox, StreamId, WatchHub, MAX_PROGRESS_INTERVAL,
+    MIN_PROGRESS_INTERVAL, STREAM_BUFFER,
 };
