@@ -425,16 +425,6 @@ pub enum Variant {
     ClearsOnError,
 }
 
-/// Writes a line to the process's standard error directly. `eprintln!`
-/// would be captured by the test harness and shown only for a failing
-/// test; what this says must be seen in a passing run too.
-pub fn say(line: &str) {
-    use std::io::Write;
-    let mut stderr = std::io::stderr().lock();
-    // Nothing better to do if stderr is gone.
-    let _ = writeln!(stderr, "{line}");
-}
-
 /// The tests that run only on the fake (they replay schedules in virtual
 /// time, inject errors or restart etcd). On a real etcd each one calls
 /// [`skip_unless_fake`], which says so, and the last to skip prints the
@@ -467,12 +457,12 @@ pub fn skip_unless_fake(name: &str) -> bool {
     if Target::current().is_fake() {
         return false;
     }
-    say(&format!(
+    crate::say(&format!(
         "SKIPPED: {name}: runs only on the fake (ETCD_ENDPOINTS names a real etcd)"
     ));
     let skipped = SKIPPED.fetch_add(1, Ordering::SeqCst) + 1;
     if skipped == FAKE_ONLY_TESTS.len() as u64 {
-        say(&format!(
+        crate::say(&format!(
             "SKIPPED: {skipped} of the discovery property tests, which run only on the fake: {}",
             FAKE_ONLY_TESTS.join(", ")
         ));
@@ -489,7 +479,7 @@ pub fn skip_unless_fake(name: &str) -> bool {
 pub fn run_property(cases: u32, variant: Variant) -> Result<(), String> {
     let profile = Profile::current();
     if !profile.left_out().is_empty() {
-        say(&format!(
+        crate::say(&format!(
             "discovery property on a real etcd: left out (fake only): {}",
             profile.left_out().join(", ")
         ));

@@ -282,6 +282,29 @@ pub async fn exclusive_history() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     HISTORY.write().await
 }
 
+/// Writes a line to the process's standard error directly. `eprintln!`
+/// would be captured by the test harness and shown only for a failing
+/// test; what this says must be seen in a passing run too.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    // Nothing better to do if stderr is gone.
+    let _ = writeln!(stderr, "{line}");
+}
+
+/// Whether a test that only makes sense on the fake should run: on a real
+/// etcd it says `SKIPPED: <name>: <why>` where a passing run shows it, and
+/// returns `false`.
+pub fn runs_on_fake_only(name: &str, why: &str) -> bool {
+    if Target::current().is_fake() {
+        return true;
+    }
+    say(&format!(
+        "SKIPPED: {name}: {why} (ETCD_ENDPOINTS names a real etcd)"
+    ));
+    false
+}
+
 /// Runs a scenario against the target, sharing history with other scenarios.
 pub async fn run<F>(scenario: F)
 where

@@ -3,14 +3,12 @@
 //! `TEST_BINARY_LIMIT_SECS=3600 PROPTEST_CASES=60000 cargo test -p
 //! conformance --test fuzz_requests` hunts for about half an hour.
 
-use conformance::Target;
-
 #[test]
 fn random_requests_never_break_the_fake() {
-    if !Target::current().is_fake() {
-        conformance::discovery_properties::say(
-            "SKIPPED: random_requests_never_break_the_fake: fuzzing is for the fake (ETCD_ENDPOINTS names a real etcd)",
-        );
+    if !conformance::runs_on_fake_only(
+        "random_requests_never_break_the_fake",
+        "fuzzing is for the fake",
+    ) {
         return;
     }
     if let Err(failure) = conformance::fuzz::fuzz(200, 40) {

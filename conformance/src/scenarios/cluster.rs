@@ -9,14 +9,17 @@ use tonic::Code;
 
 use crate::Scenario;
 
-/// Status reports a 3.5 version, this member as leader, and a full header.
-pub async fn status_of_a_single_member(s: &mut Scenario) {
-    let status = s
-        .maintenance
+async fn status(s: &Scenario) -> etcd_proto::etcdserverpb::StatusResponse {
+    s.maintenance()
         .status(StatusRequest {})
         .await
         .expect("status")
-        .into_inner();
+        .into_inner()
+}
+
+/// Status reports a 3.5 version, this member as leader, and a full header.
+pub async fn status_of_a_single_member(s: &mut Scenario) {
+    let status = status(s).await;
     assert!(status.version.starts_with("3.5."), "{}", status.version);
     let header = status.header.expect("header");
     assert_eq!(status.leader, header.member_id);
@@ -71,12 +74,7 @@ pub async fn no_alarms(s: &mut Scenario) {
 /// MoveLeader on a single member: to itself, done at once with an empty
 /// answer (no header); to an unknown member or to 0, refused.
 pub async fn move_leader_of_a_single_member(s: &mut Scenario) {
-    let status = s
-        .maintenance
-        .status(StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
+    let status = status(s).await;
     let moved = s
         .maintenance
         .move_leader(MoveLeaderRequest {

@@ -4,8 +4,7 @@
 use etcd_client::{ProclaimOptions, ResignOptions};
 use tonic::Code;
 
-use super::lock::status_of;
-use super::{assert_not_finished, finished};
+use super::{assert_not_finished, finished, status_of, within};
 use crate::Scenario;
 
 /// Two candidates: the first leads, proclaims, is observed; when its lease
@@ -36,7 +35,10 @@ pub async fn election_passes_on_when_the_leader_expires(s: &mut Scenario) {
     assert_eq!(leader.kv().unwrap().value(), b"alice");
 
     let mut observer = alice.observe(name.as_str()).await.expect("observe");
-    let first = observer.message().await.unwrap().expect("the leader");
+    let first = within("Observe", observer.message())
+        .await
+        .unwrap()
+        .expect("the leader");
     assert_eq!(first.kv().unwrap().value(), b"alice");
 
     let proclaimed = alice
@@ -46,7 +48,10 @@ pub async fn election_passes_on_when_the_leader_expires(s: &mut Scenario) {
         )
         .await
         .expect("the leader proclaims");
-    let update = observer.message().await.unwrap().expect("the new value");
+    let update = within("Observe", observer.message())
+        .await
+        .unwrap()
+        .expect("the new value");
     assert_eq!(update.kv().unwrap().value(), b"alice 2");
     assert_eq!(update.kv().unwrap().version(), 2);
     assert_eq!(
@@ -70,7 +75,10 @@ pub async fn election_passes_on_when_the_leader_expires(s: &mut Scenario) {
         bob_key.rev(),
         "Campaign answers with its first txn's header, not the moment it won"
     );
-    let next = observer.message().await.unwrap().expect("the next leader");
+    let next = within("Observe", observer.message())
+        .await
+        .unwrap()
+        .expect("the next leader");
     assert_eq!(next.kv().unwrap().value(), b"bob");
 
     let lost = status_of(

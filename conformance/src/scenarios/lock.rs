@@ -4,16 +4,8 @@
 use etcd_client::{GetOptions, LockOptions};
 use tonic::Code;
 
-use super::{assert_not_finished, finished};
+use super::{assert_not_finished, finished, status_of};
 use crate::Scenario;
-
-/// The gRPC status inside an `etcd-client` error.
-pub(crate) fn status_of(err: etcd_client::Error) -> tonic::Status {
-    match err {
-        etcd_client::Error::GRpcStatus(status) => status,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 /// A waiter is granted the lock when the holder's lease expires; its key
 /// is there, visible to everyone, while it waits.
@@ -58,7 +50,13 @@ pub async fn lock_waits_for_an_expiring_holder(s: &mut Scenario) {
         .await
         .unwrap();
     assert_eq!(keys.kvs().len(), 2, "the waiter's key is there");
-    let waiter_created = keys.kvs()[1].create_revision();
+    let waiter_key = format!("{name}/{waits_on:x}");
+    let waiter_created = keys
+        .kvs()
+        .iter()
+        .find(|kv| kv.key() == waiter_key.as_bytes())
+        .expect("the waiter's key")
+        .create_revision();
 
     s.pass_ttl(2).await;
     let granted = finished(waiting, "granted once the holder's lease expired")

@@ -11,7 +11,7 @@ use etcd_proto::mvccpb::KeyValue;
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::{assert_status, b, finished};
+use super::{assert_status, b, finished, within};
 use crate::Scenario;
 
 /// One entry of etcd's `key` bucket: a change, at `(main, sub)`.
@@ -309,6 +309,14 @@ async fn unanswered_downgrade(s: &Scenario, action: DowngradeAction, applied: Co
 /// CANCEL applied but timing out, as in etcd 3.5; an unknown action. The
 /// cluster is left as it was (no downgrade under way).
 pub async fn downgrade_validation_and_timeouts(s: &mut Scenario) {
+    // A run that failed half-way on a real etcd may have left a downgrade
+    // under way: end it first (nothing to end is fine).
+    if downgrade(s, DowngradeAction::Validate as i32, "3.4")
+        .await
+        .is_err()
+    {
+        unanswered_downgrade(s, DowngradeAction::Cancel, Code::Ok).await;
+    }
     let validated = downgrade(s, DowngradeAction::Validate as i32, "3.4")
         .await
         .expect("3.4 is the one version a 3.5 cluster may go down to");
@@ -374,7 +382,10 @@ pub async fn snapshot_stream_and_hash(s: &mut Scenario) {
         .expect("snapshot")
         .into_inner();
     let mut messages = Vec::new();
-    while let Some(message) = stream.message().await.expect("a snapshot message") {
+    while let Some(message) = within("a snapshot message", stream.message())
+        .await
+        .expect("a snapshot message")
+    {
         assert_eq!(message.header, None, "no header in a snapshot message");
         messages.push(message);
     }

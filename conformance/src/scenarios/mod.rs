@@ -69,3 +69,21 @@ pub async fn finished<T>(task: tokio::task::JoinHandle<T>, what: &str) -> T {
         .unwrap_or_else(|_| panic!("{what}: still waiting after 10 s"))
         .unwrap_or_else(|err| panic!("{what}: {err}"))
 }
+
+/// The gRPC status inside an `etcd-client` error.
+#[track_caller]
+pub fn status_of(err: etcd_client::Error) -> Status {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => status,
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// What `future` gives, which must come soon (a stream message, an
+/// answer): a test that would wait for ever fails after 10 s, naming what
+/// it waited for.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing after 10 s"))
+}
