@@ -5,13 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, status_of};
+use common::{connect, status_of, PATIENCE};
 use etcd_client::{Client, LockOptions, ProclaimOptions, ResignOptions};
 use fake_etcd::FakeEtcd;
 use tonic::Code;
-
-/// Far longer than any step here needs; only a hang reaches it.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 async fn lease(client: &mut Client, ttl: i64) -> i64 {
     client.lease_grant(ttl, None).await.unwrap().id()

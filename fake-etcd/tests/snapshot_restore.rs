@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::connect;
+use common::{connect, within};
 use etcd_client::{GetOptions, PutOptions, WatchOptions};
 use fake_etcd::{ControlError, FakeEtcd};
 
@@ -14,21 +14,19 @@ use fake_etcd::{ControlError, FakeEtcd};
 /// it, compaction at 3. It answered HashKV with 1968128028.
 const ETCD_SNAPSHOT: &[u8] = include_bytes!("data/etcd-3.5.1-snapshot.db");
 
-fn temp_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
+/// Starts a fake from a snapshot file holding `contents` (the file is
+/// gone again once it has started, or refused).
+async fn start_from(name: &str, contents: &[u8]) -> std::io::Result<FakeEtcd> {
     let path = std::env::temp_dir().join(format!("fake-etcd-{}-{name}", std::process::id()));
     std::fs::write(&path, contents).unwrap();
-    path
+    let started = FakeEtcd::builder().restore_snapshot(&path).start().await;
+    std::fs::remove_file(&path).unwrap();
+    started
 }
 
 #[tokio::test]
 async fn a_real_etcd_snapshot_is_served_as_etcd_served_it() {
-    let file = temp_file("real.db", ETCD_SNAPSHOT);
-    let etcd = FakeEtcd::builder()
-        .restore_snapshot(&file)
-        .start()
-        .await
-        .unwrap();
-    std::fs::remove_file(&file).unwrap();
+    let etcd = start_from("real.db", ETCD_SNAPSHOT).await.unwrap();
     let mut client = connect(&etcd).await;
 
     let all = client
@@ -103,13 +101,7 @@ async fn a_fakes_snapshot_starts_an_identical_fake() {
     original.compact(middle).unwrap();
     original.raise_no_space();
 
-    let file = temp_file("fake.db", &original.snapshot());
-    let copy = FakeEtcd::builder()
-        .restore_snapshot(&file)
-        .start()
-        .await
-        .unwrap();
-    std::fs::remove_file(&file).unwrap();
+    let copy = start_from("fake.db", &original.snapshot()).await.unwrap();
 
     assert_eq!(copy.revision(), original.revision());
     for revision in [0, middle, middle + 1] {
@@ -151,8 +143,15 @@ async fn a_fakes_snapshot_starts_an_identical_fake() {
             .with_start_revision(middle)
             .with_prev_key();
         let mut watch = client.watch("k/", Some(options)).await.unwrap();
-        assert!(watch.message().await.unwrap().unwrap().created());
-        let caught_up = watch.message().await.unwrap().unwrap();
+        assert!(within("created", watch.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .created());
+        let caught_up = within("the catch-up", watch.message())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(caught_up.events().len(), 3, "put k/a, delete k/b, put k/c");
         events.push(format!("{:?}", caught_up.events()));
     }
@@ -173,7 +172,10 @@ async fn the_snapshot_rpc_streams_the_database_then_its_sha256() {
     }
     let mut stream = client.snapshot().await.unwrap();
     let mut messages = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
+    while let Some(message) = within("a snapshot message", stream.message())
+        .await
+        .unwrap()
+    {
         messages.push((message.remaining_bytes(), message.blob().to_vec()));
     }
     let (trailer_remaining, checksum) = messages.pop().unwrap();
@@ -214,13 +216,9 @@ async fn hash_is_stable_until_a_write() {
 
 #[tokio::test]
 async fn a_file_that_is_not_a_snapshot_is_refused_with_one_line() {
-    let file = temp_file("junk.db", b"this is not a database");
-    let err = FakeEtcd::builder()
-        .restore_snapshot(&file)
-        .start()
+    let err = start_from("junk.db", b"this is not a database")
         .await
         .unwrap_err();
-    std::fs::remove_file(&file).unwrap();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     assert!(
         err.to_string().starts_with("not an etcd snapshot: "),
@@ -230,13 +228,7 @@ async fn a_file_that_is_not_a_snapshot_is_refused_with_one_line() {
 
     let mut damaged = ETCD_SNAPSHOT.to_vec();
     damaged[5000] ^= 0xff;
-    let file = temp_file("damaged.db", &damaged);
-    let err = FakeEtcd::builder()
-        .restore_snapshot(&file)
-        .start()
-        .await
-        .unwrap_err();
-    std::fs::remove_file(&file).unwrap();
+    let err = start_from("damaged.db", &damaged).await.unwrap_err();
     assert!(err.to_string().contains("sha256"), "{err}");
 
     let missing = FakeEtcd::builder()

@@ -1,33 +1,40 @@
 //! Progress notifications on the member's clock, and watcher bookkeeping.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{connect, within, PATIENCE};
 use etcd_client::{Client, WatchOptions};
 use fake_etcd::FakeEtcd;
 
-const PATIENCE: Duration = Duration::from_secs(5);
-
 async fn next(stream: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
-    tokio::time::timeout(PATIENCE, stream.message())
+    within("a watch response", stream.message())
         .await
-        .unwrap()
         .unwrap()
         .unwrap()
 }
 
-#[tokio::test]
-async fn progress_notifications_follow_virtual_time() {
+/// A fake ticking every `interval`, a client, and a watch on `k` that asked
+/// for progress notifications, created.
+async fn progress_watch(interval: Duration) -> (FakeEtcd, Client, etcd_client::WatchStream) {
     let etcd = FakeEtcd::builder()
-        .progress_notify_interval(Duration::from_secs(10))
+        .progress_notify_interval(interval)
         .start()
         .await
         .unwrap();
-    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut client = connect(&etcd).await;
     let mut stream = client
         .watch("k", Some(WatchOptions::new().with_progress_notify()))
         .await
         .unwrap();
     assert!(next(&mut stream).await.created());
+    (etcd, client, stream)
+}
+
+#[tokio::test]
+async fn progress_notifications_follow_virtual_time() {
+    let (etcd, mut client, mut stream) = progress_watch(Duration::from_secs(10)).await;
 
     etcd.advance(Duration::from_secs(10)).await;
     let progress = next(&mut stream).await;
@@ -102,17 +109,7 @@ async fn a_progress_interval_out_of_range_is_refused() {
 /// advance goes.
 #[tokio::test]
 async fn the_shortest_progress_interval_ticks_once_per_advance() {
-    let etcd = FakeEtcd::builder()
-        .progress_notify_interval(Duration::from_millis(1))
-        .start()
-        .await
-        .unwrap();
-    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
-    let mut stream = client
-        .watch("k", Some(WatchOptions::new().with_progress_notify()))
-        .await
-        .unwrap();
-    assert!(next(&mut stream).await.created());
+    let (etcd, _client, mut stream) = progress_watch(Duration::from_millis(1)).await;
     tokio::time::timeout(PATIENCE, etcd.advance(Duration::from_secs(3600)))
         .await
         .expect("advance returns");

@@ -2,8 +2,22 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::time::Duration;
+
 use etcd_client::Client;
 use fake_etcd::FakeEtcd;
+
+/// Far longer than anything a test waits for takes; only a hang gets
+/// there.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What `future` gives, which must come within [`PATIENCE`]: a test that
+/// would wait for ever fails, naming what it waited for.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing after {PATIENCE:?}"))
+}
 
 /// An `etcd-client` connected to `etcd`.
 pub async fn connect(etcd: &FakeEtcd) -> Client {
