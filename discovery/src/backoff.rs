@@ -40,13 +40,21 @@ impl Backoff {
 
     /// A uniform number in `[0, 1)` (splitmix64).
     fn next_unit(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.state = self.state.wrapping_add(SPLITMIX_STEP);
+        (splitmix64(self.state) >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// splitmix64's increment: its state moves by this each draw.
+pub(crate) const SPLITMIX_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's output for a state: a small, well-mixed generator whose
+/// whole state is a seed, so draws replay.
+pub(crate) fn splitmix64(state: u64) -> u64 {
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A seed for a component that was given none: different per process and

@@ -389,7 +389,14 @@ impl Service<Uri> for WatchedConnector {
                 Some("https") => 443,
                 _ => 80,
             });
-            let stream = TcpStream::connect((host, port)).await?;
+            // An address that drops packets must not hold a call for the
+            // OS's connect timeout (minutes): grpc-go's 20 s, then the
+            // instance counts as down.
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(WatchedStream {
                 stream,
@@ -398,6 +405,9 @@ impl Service<Uri> for WatchedConnector {
         })
     }
 }
+
+/// How long a connection to an instance may take (grpc-go's default).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A TCP stream that signals when it reaches its end, fails, or is dropped
 /// (hyper drops it when the connection ends): the balancer then stops
@@ -533,13 +543,12 @@ impl BalancedChannel {
 
     /// A uniform random number (splitmix64 over a shared counter).
     fn draw(&self) -> u64 {
-        let mut z = self
-            .draws
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        use crate::backoff::{splitmix64, SPLITMIX_STEP};
+        splitmix64(
+            self.draws
+                .fetch_add(SPLITMIX_STEP, Ordering::Relaxed)
+                .wrapping_add(SPLITMIX_STEP),
+        )
     }
 }
 

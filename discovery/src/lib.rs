@@ -98,3 +98,8 @@ pub(crate) fn is_lease_not_found(err: &etcd_client::Error) -> bool {
         if status.code() == tonic::Code::NotFound
             && status.message() == "etcdserver: requested lease not found")
 }
+
+/// The README's example, compiled as a doctest so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -32,6 +32,14 @@ async fn who_answers(
     seen
 }
 
+/// What `future` gives, within 10 s: a test that would wait for ever
+/// fails, naming what it waited for.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing after 10 s"))
+}
+
 #[tokio::test]
 async fn calls_spread_over_registered_servers_and_follow_changes() {
     let etcd = FakeEtcd::start().await.unwrap();
@@ -186,10 +194,17 @@ async fn a_killed_instance_gets_no_calls(policy: Policy) {
         Registrar::builder(client.clone(), "greeter", victim.addr().to_string())
             .ttl(10)
             .start();
-    victim_registration.live().await.unwrap();
+    within("the victim's registration", victim_registration.live())
+        .await
+        .unwrap();
     let resolver = Resolver::builder(client.clone(), "greeter").start();
     let mut rx = resolver.subscribe();
-    rx.wait_for(|s| s.endpoints.len() == 2).await.unwrap();
+    within(
+        "both instances resolved",
+        rx.wait_for(|s| s.endpoints.len() == 2),
+    )
+    .await
+    .unwrap();
     let channel = BalancedChannel::new(&resolver, WhenEmpty::FailFast).with_policy(policy);
     channel
         .wait_for_ready(Duration::from_secs(10), |ready| ready.len() == 2)
@@ -222,7 +237,12 @@ async fn a_killed_instance_gets_no_calls(policy: Policy) {
     );
 
     etcd.advance(Duration::from_secs(11)).await;
-    rx.wait_for(|s| s.endpoints.len() == 1).await.unwrap();
+    within(
+        "the victim resolved away",
+        rx.wait_for(|s| s.endpoints.len() == 1),
+    )
+    .await
+    .unwrap();
     let seen = who_answers(&mut greeter, 5).await;
     assert_eq!(seen.get(&survivor.addr().to_string()), Some(&5), "{seen:?}");
 }
