@@ -89,6 +89,15 @@ impl Clock {
         }
     }
 
+    /// The Unix time at which this clock read zero: a JWT's expiry is a
+    /// Unix time, which the member's clock moves towards as it moves.
+    pub(crate) fn unix_time_at_zero(&self) -> Duration {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        wall.saturating_sub(self.now())
+    }
+
     /// Whether a background task must expire leases (time moves by itself).
     pub(crate) fn moves_by_itself(&self) -> bool {
         !matches!(self, Clock::Virtual { .. })

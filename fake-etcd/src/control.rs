@@ -23,6 +23,8 @@
 //! | `POST /v1/end-keepalive-streams?code=&message=` | end every keepalive stream with an error |
 //! | `POST /v1/no-space`, `POST /v1/disarm-no-space` | raise or clear NOSPACE |
 //! | `POST /v1/change-leader` | a leader election |
+//! | `GET /v1/auth` | auth enabled, auth revision, users, roles and permissions, live tokens |
+//! | `POST /v1/expire-auth-tokens?user=NAME` | expire that user's simple tokens now (every user's without `user`) |
 //!
 //! `rpc` takes `Put`, `KV/Put` or `any`; `code` a gRPC code name
 //! (`unavailable`) or number; `message` defaults to etcd's text for
@@ -37,13 +39,14 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+
+pub use crate::duration::parse_duration;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tonic::{Code, Status};
@@ -334,6 +337,23 @@ pub const CONTROLS: &[Control] = &[
         params: &[],
         help: "a leader election: term +1, leases renewed",
     },
+    Control {
+        name: "auth",
+        method: "GET",
+        bare: None,
+        params: &[],
+        help: "auth enabled, auth revision, users, roles, permissions, live tokens",
+    },
+    Control {
+        name: "expire-auth-tokens",
+        method: "POST",
+        bare: Some("user"),
+        params: &[Param {
+            name: "user",
+            help: "whose tokens (every user's if left out)",
+        }],
+        help: "expire simple tokens now, as their TTL lapsing would",
+    },
 ];
 
 /// Every control with its method, parameters and what it does, for
@@ -430,6 +450,36 @@ async fn dispatch(
                 "keys": l.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>()
         })),
+        ("GET", "/v1/auth") => {
+            let auth = etcd.auth();
+            let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+            Ok(json!({
+                "enabled": auth.enabled,
+                "revision": auth.revision,
+                "users": auth.users.iter().map(|u| json!({
+                    "name": u.name,
+                    "roles": u.roles,
+                    "no_password": u.no_password,
+                })).collect::<Vec<_>>(),
+                "roles": auth.roles.iter().map(|r| json!({
+                    "name": r.name,
+                    "permissions": r.permissions.iter().map(|p| json!({
+                        "type": p.kind,
+                        "key": text(&p.key),
+                        "range_end": text(&p.range_end),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "tokens": auth.tokens.iter().map(|t| json!({
+                    "token": t.token,
+                    "user": t.user,
+                    "expires_in_ms": t.expires_in.as_millis() as u64,
+                })).collect::<Vec<_>>(),
+            }))
+        }
+        ("POST", "/v1/expire-auth-tokens") => {
+            let user = query.get("user").map(String::as_str);
+            Ok(json!({ "expired": etcd.expire_auth_tokens(user) }))
+        }
         ("POST", "/v1/advance") => {
             let by = parse_duration(param(query, "by")?).ok_or_else(|| {
                 bad("`by` must be a duration like 30s, 500ms, 1.5s or 2m (not negative)")
@@ -598,42 +648,12 @@ fn parse_code(name: &str) -> Option<Code> {
         .find(|c| format!("{c:?}").to_ascii_lowercase() == wanted)
 }
 
-/// Parses a duration as the control API and the binary's flags take it:
-/// `500ms`, `30s`, `1.5s`, `2m`, `1h`, `250us`.
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(fake_etcd::control::parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-/// assert_eq!(fake_etcd::control::parse_duration("30"), None);
-/// ```
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "us" | "µs" => number / 1e6,
-        "ms" => number / 1e3,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations_codes_and_rpcs_parse() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("250us"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("30"), None);
-        assert_eq!(parse_duration("-1s"), None);
+    fn codes_and_rpcs_parse() {
         assert_eq!(parse_code("unavailable"), Some(Code::Unavailable));
         assert_eq!(
             parse_code("RESOURCE_EXHAUSTED"),

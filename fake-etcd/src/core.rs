@@ -14,6 +14,7 @@ use bytes::Bytes;
 use etcd_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmType};
 use etcd_proto::mvccpb::Event;
 
+use crate::auth::{AuthConfig, AuthStore};
 use crate::error::EtcdError;
 use crate::header::HeaderSource;
 use crate::lease::{LeaseError, Lessor};
@@ -93,6 +94,8 @@ pub(crate) struct Core {
     cluster_id: u64,
     member_id: u64,
     pub(crate) downgrade: Option<Downgrade>,
+    /// Users, roles, permissions and tokens.
+    pub(crate) auth: AuthStore,
 }
 
 impl Core {
@@ -109,6 +112,7 @@ impl Core {
             cluster_id,
             member_id,
             downgrade: None,
+            auth: AuthStore::new(AuthConfig::default(), member_id, Duration::ZERO),
         }
     }
 

@@ -10,6 +10,8 @@
 
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
+
 /// An error the fake answers with, as etcd 3.5 would.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum EtcdError {
@@ -85,6 +87,25 @@ pub(crate) enum EtcdError {
     /// A watch's cancel reason (`ErrWatcherDuplicateID`), never a status.
     #[error("mvcc: duplicate watch ID provided on the WatchStream")]
     DuplicateWatchId,
+    /// Go's bcrypt refuses to hash a password over 72 bytes; etcd sends its
+    /// error raw.
+    #[error("bcrypt: password length exceeds 72 bytes")]
+    PasswordTooLong,
+    /// An error of the auth store, as etcd's `togRPCError` sends it: its
+    /// `etcdserver: ...` status, or `Unknown` with the raw text for the
+    /// few it does not map.
+    #[error("{}", .0.mapped().map_or_else(|| .0.to_string(), |(_, text)| text.to_owned()))]
+    Auth(AuthError),
+    /// An auth error sent raw (`Unknown`, `auth: ...`), as etcd's
+    /// Defragment, Snapshot, Hash and HashKV do.
+    #[error("{0}")]
+    AuthUnmapped(AuthError),
+}
+
+impl From<AuthError> for EtcdError {
+    fn from(err: AuthError) -> Self {
+        Self::Auth(err)
+    }
 }
 
 impl EtcdError {
@@ -119,8 +140,11 @@ impl EtcdError {
             | Self::ElectionNotLeader
             | Self::ElectionNoLeader
             | Self::MissingLeaderKey
-            | Self::LostWatcher => Code::Unknown,
+            | Self::LostWatcher
+            | Self::PasswordTooLong => Code::Unknown,
             Self::MethodNotImplemented(_) => Code::Unimplemented,
+            Self::Auth(err) => err.mapped().map_or(Code::Unknown, |(code, _)| code),
+            Self::AuthUnmapped(_) => Code::Unknown,
         }
     }
 
@@ -295,6 +319,11 @@ mod tests {
                 "method MemberAdd not implemented",
             ),
             (
+                EtcdError::PasswordTooLong,
+                Code::Unknown,
+                "bcrypt: password length exceeds 72 bytes",
+            ),
+            (
                 EtcdError::WatcherRangeEmpty,
                 Code::Unknown,
                 "mvcc: watcher range is empty",
@@ -305,6 +334,120 @@ mod tests {
                 "mvcc: duplicate watch ID provided on the WatchStream",
             ),
         ];
+        let auth = [
+            (
+                AuthError::RootUserNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
+            ),
+            (
+                AuthError::RootRoleNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not have root role",
+            ),
+            (
+                AuthError::UserAlreadyExist,
+                Code::FailedPrecondition,
+                "etcdserver: user name already exists",
+            ),
+            (
+                AuthError::UserEmpty,
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
+            ),
+            (
+                AuthError::UserNotFound,
+                Code::FailedPrecondition,
+                "etcdserver: user name not found",
+            ),
+            (
+                AuthError::RoleAlreadyExist,
+                Code::FailedPrecondition,
+                "etcdserver: role name already exists",
+            ),
+            (
+                AuthError::RoleNotFound,
+                Code::FailedPrecondition,
+                "etcdserver: role name not found",
+            ),
+            (
+                AuthError::RoleEmpty,
+                Code::InvalidArgument,
+                "etcdserver: role name is empty",
+            ),
+            (
+                AuthError::PermissionNotGiven,
+                Code::InvalidArgument,
+                "etcdserver: permission not given",
+            ),
+            (
+                AuthError::AuthFailed,
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            (
+                AuthError::NoPasswordUser,
+                Code::Unknown,
+                "auth: authentication failed, password was given for no password user",
+            ),
+            (
+                AuthError::PermissionDenied,
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                AuthError::RoleNotGranted,
+                Code::FailedPrecondition,
+                "etcdserver: role is not granted to the user",
+            ),
+            (
+                AuthError::PermissionNotGranted,
+                Code::FailedPrecondition,
+                "etcdserver: permission is not granted to the role",
+            ),
+            (
+                AuthError::AuthNotEnabled,
+                Code::FailedPrecondition,
+                "etcdserver: authentication is not enabled",
+            ),
+            (
+                AuthError::AuthOldRevision,
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
+            ),
+            (
+                AuthError::InvalidAuthToken,
+                Code::Unauthenticated,
+                "etcdserver: invalid auth token",
+            ),
+            (
+                AuthError::InvalidAuthMgmt,
+                Code::InvalidArgument,
+                "etcdserver: invalid auth management",
+            ),
+            (
+                AuthError::VerifyOnly,
+                Code::Unknown,
+                "auth: token signing attempted with verify-only key",
+            ),
+        ];
+        let unmapped = [
+            (AuthError::PermissionDenied, "auth: permission denied"),
+            (AuthError::UserEmpty, "auth: user name is empty"),
+            (AuthError::UserNotFound, "auth: user not found"),
+            (AuthError::InvalidAuthToken, "auth: invalid auth token"),
+        ];
+        let table = table
+            .into_iter()
+            .chain(
+                auth.into_iter()
+                    .map(|(err, code, text)| (EtcdError::Auth(err), code, text)),
+            )
+            .chain(
+                unmapped
+                    .into_iter()
+                    .map(|(err, text)| (EtcdError::AuthUnmapped(err), Code::Unknown, text)),
+            );
         for (err, code, message) in table {
             let status = Status::from(err);
             assert_eq!(status.code(), code, "{message}");

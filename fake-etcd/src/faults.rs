@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tower::{Layer, Service};
 
+use crate::rng::SplitMix64;
+
 /// An RPC of etcd's API, for aiming a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -182,22 +184,6 @@ enum Decision {
     Fail(Status),
     Delay(Duration),
     Pass,
-}
-
-/// splitmix64: a small, well-mixed generator; enough for fault rates, and
-/// its whole state is the seed, so runs replay.
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// The fault switches of one member.

@@ -72,6 +72,23 @@ has_header!(
     pb::HashResponse,
     pb::DowngradeResponse,
     pb::MemberListResponse,
+    pb::AuthEnableResponse,
+    pb::AuthDisableResponse,
+    pb::AuthStatusResponse,
+    pb::AuthenticateResponse,
+    pb::AuthUserAddResponse,
+    pb::AuthUserGetResponse,
+    pb::AuthUserListResponse,
+    pb::AuthUserDeleteResponse,
+    pb::AuthUserChangePasswordResponse,
+    pb::AuthUserGrantRoleResponse,
+    pb::AuthUserRevokeRoleResponse,
+    pb::AuthRoleAddResponse,
+    pb::AuthRoleGetResponse,
+    pb::AuthRoleListResponse,
+    pb::AuthRoleDeleteResponse,
+    pb::AuthRoleGrantPermissionResponse,
+    pb::AuthRoleRevokePermissionResponse,
 );
 
 #[cfg(test)]

@@ -25,6 +25,8 @@
 //!   speaking in `WatchResponse`s.
 //! - `core`: everything a request may change (store, lessor, watch hub,
 //!   raft term and index, alarms), synchronous, with no gRPC in it.
+//! - `auth`: users, roles, key permissions and tokens, as etcd's auth
+//!   store keeps and checks them.
 //! - `header`: what a response header holds, built in one place.
 //! - `limits`: etcd's request size limits.
 //! - `member`: one member above its core: identity, clock, faults,
@@ -49,12 +51,14 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod auth;
 mod bridge;
 mod clock;
 #[cfg(feature = "control")]
 #[cfg_attr(docsrs, doc(cfg(feature = "control")))]
 pub mod control;
 mod core;
+mod duration;
 mod error;
 mod faults;
 mod header;
@@ -66,6 +70,7 @@ mod mvcc;
 mod net;
 mod pipe;
 mod revision;
+mod rng;
 mod server;
 mod service;
 mod snapshot;
@@ -74,6 +79,7 @@ mod snapshot;
 pub mod tls;
 mod watch;
 
+pub use auth::handle::{AuthRole, AuthState, AuthToken, AuthUser, KeyPermission};
 pub use bridge::Bridge;
 pub use clock::TimeSource;
 pub use faults::{errors, Rpc};

@@ -14,6 +14,7 @@ use std::time::Duration;
 use etcd_proto::mvccpb::Event;
 use tokio::sync::Notify;
 
+use crate::auth::{AuthConfig, AuthInfo, AuthStore};
 use crate::clock::Clock;
 use crate::core::Core;
 use crate::error::EtcdError;
@@ -109,8 +110,10 @@ impl Member {
         clock: Clock,
         progress_interval: Duration,
         seed: u64,
+        auth: AuthConfig,
     ) -> Self {
-        let core = Core::new(identity.cluster_id, identity.member_id, progress_interval);
+        let mut core = Core::new(identity.cluster_id, identity.member_id, progress_interval);
+        core.auth = AuthStore::new(auth, seed, clock.unix_time_at_zero());
         Self {
             identity,
             clock,
@@ -141,17 +144,21 @@ impl Member {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs one request against the core: the raft entry and quota check
-    /// its `access` calls for, then `request` itself (given the member's
-    /// time), then its events to the watchers and the header to its
-    /// response. A failed request publishes nothing.
+    /// Runs one request against the core: `arrive` first (who the caller
+    /// is, and the checks etcd makes before a request goes through raft),
+    /// then the raft entry and quota check its `access` calls for, then
+    /// `request` itself (given the caller and the member's time), then its
+    /// events to the watchers and the header to its response. A failed
+    /// request publishes nothing.
     pub(crate) fn apply<R: HasHeader>(
         &self,
         access: Access,
-        request: impl FnOnce(&mut Core, Duration) -> Result<Applied<R>, EtcdError>,
+        arrive: impl FnOnce(&mut Core, Duration) -> Result<Option<AuthInfo>, EtcdError>,
+        request: impl FnOnce(&mut Core, Option<&AuthInfo>, Duration) -> Result<Applied<R>, EtcdError>,
     ) -> Result<R, EtcdError> {
         let now = self.clock.now();
         let mut core = self.lock();
+        let caller = arrive(&mut core, now)?;
         if access != Access::Read {
             core.record_raft_entry();
         }
@@ -161,7 +168,7 @@ impl Member {
         let Applied {
             mut response,
             events,
-        } = request(&mut core, now)?;
+        } = request(&mut core, caller.as_ref(), now)?;
         if let Some(events) = events {
             core.publish(&events);
         }

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use etcd_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use etcd_proto::v3electionpb::election_server::ElectionServer;
 use etcd_proto::v3lockpb::lock_server::LockServer;
@@ -44,9 +44,10 @@ use tonic::transport::Server;
 use crate::faults::InjectFaults;
 use crate::member::Member;
 use crate::pipe::InProcessIncoming;
+use crate::service::authorize::InternalCall;
 use crate::service::{
-    cluster::ClusterService, election::ElectionService, kv::KvService, lease::LeaseService,
-    limits::GrpcGoLimitErrors, limits::MAX_RECV_BYTES, lock::LockService,
+    auth::AuthService, cluster::ClusterService, election::ElectionService, kv::KvService,
+    lease::LeaseService, limits::GrpcGoLimitErrors, limits::MAX_RECV_BYTES, lock::LockService,
     maintenance::MaintenanceService, watch::WatchService,
 };
 
@@ -113,8 +114,16 @@ pub(crate) async fn serve_grpc(
         let closes_with = incarnation.clone();
         let pipes =
             internal.map(move |pipe| Ok::<_, io::Error>(Connection::internal(pipe, &closes_with)));
+        // Marks its requests, so that the caller's certificate name it
+        // passes on is believed (see `authorize::FORWARDED_COMMON_NAME`).
+        let mark_internal =
+            tower::util::MapRequestLayer::new(|mut request: http::Request<tonic::body::Body>| {
+                request.extensions_mut().insert(InternalCall);
+                request
+            });
         Server::builder()
             .layer(GrpcGoLimitErrors)
+            .layer(mark_internal)
             .add_routes(routes)
             .serve_with_incoming_shutdown(pipes, incarnation.clone().cancelled_owned())
     };
@@ -235,6 +244,10 @@ async fn services(member: &Arc<Member>, faults: bool) -> Routes {
         )
         .add_service(
             ClusterServer::new(ClusterService::new(Arc::clone(member)))
+                .max_decoding_message_size(MAX_RECV_BYTES),
+        )
+        .add_service(
+            AuthServer::new(AuthService::new(Arc::clone(member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
 }

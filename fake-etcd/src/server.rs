@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::auth::token::{self, TokenConfig};
+use crate::auth::{AuthConfig, DEFAULT_BCRYPT_COST};
 use crate::clock::{Clock, TimeSource};
 use crate::error::EtcdError;
 use crate::faults::Rpc;
@@ -49,7 +51,7 @@ use crate::watch::{MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL};
 #[derive(Debug)]
 pub struct FakeEtcd {
     addr: SocketAddr,
-    member: Arc<Member>,
+    pub(crate) member: Arc<Member>,
     /// Cancelled when the handle is dropped: ends everything.
     lifetime: CancellationToken,
     /// The server now running; replaced by a restart.
@@ -632,6 +634,9 @@ pub struct FakeEtcdBuilder {
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsOptions>,
     seed: Option<u64>,
+    auth_token: Option<String>,
+    auth_token_ttl: Option<Duration>,
+    bcrypt_cost: Option<u32>,
 }
 
 impl FakeEtcdBuilder {
@@ -694,6 +699,33 @@ impl FakeEtcdBuilder {
         self
     }
 
+    /// How auth tokens are made, in etcd's `--auth-token` syntax: `simple`
+    /// (the default), or `jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG`
+    /// with an optional `ttl=5m` (RS256/384/512, PS256/384/512, ES256/384
+    /// with both PEM keys, or HS256/384/512 with the secret in `priv-key`).
+    /// [`FakeEtcdBuilder::start`] refuses a bad spec or unreadable keys
+    /// with [`io::ErrorKind::InvalidInput`].
+    pub fn auth_token(mut self, spec: impl Into<String>) -> Self {
+        self.auth_token = Some(spec.into());
+        self
+    }
+
+    /// How long a simple token lives unused (etcd's `--auth-token-ttl`,
+    /// 300 s unless set), on the member's clock: each use restarts it, and
+    /// [`FakeEtcd::advance`] past it expires the token.
+    pub fn auth_token_ttl(mut self, ttl: Duration) -> Self {
+        self.auth_token_ttl = Some(ttl);
+        self
+    }
+
+    /// The bcrypt cost of user passwords (etcd's `--bcrypt-cost`: 10
+    /// unless set, from 4 to 31). A lower cost makes adding users and
+    /// logging in faster in tests.
+    pub fn bcrypt_cost(mut self, cost: u32) -> Self {
+        self.bcrypt_cost = Some(cost);
+        self
+    }
+
     /// Where the member's time comes from ([`TimeSource::Virtual`] unless
     /// set).
     pub fn time(mut self, source: TimeSource) -> Self {
@@ -741,6 +773,7 @@ impl FakeEtcdBuilder {
     /// [`io::ErrorKind::InvalidInput`] if an option is out of range (a
     /// progress notify interval outside 1 ms to 365 days).
     pub async fn start(self) -> io::Result<FakeEtcd> {
+        let auth = self.auth_config()?;
         let listener = match self.listener {
             Some(listener) => listener,
             None => TcpListener::bind(("127.0.0.1", 0)).await?,
@@ -794,7 +827,13 @@ impl FakeEtcdBuilder {
             }
             None => None,
         };
-        let member = Arc::new(Member::new(identity, Clock::new(self.time), progress, seed));
+        let member = Arc::new(Member::new(
+            identity,
+            Clock::new(self.time),
+            progress,
+            seed,
+            auth,
+        ));
         if let Some(loaded) = loaded {
             loaded.into_core(&mut member.lock(), member.clock.now());
         }
@@ -809,6 +848,29 @@ impl FakeEtcdBuilder {
             serving: Mutex::new(serving),
             failure,
             tls,
+        })
+    }
+
+    /// The auth options, checked as etcd checks its flags.
+    fn auth_config(&self) -> io::Result<AuthConfig> {
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        let ttl = self.auth_token_ttl.unwrap_or(token::DEFAULT_SIMPLE_TTL);
+        if ttl.is_zero() {
+            return Err(invalid("--auth-token-ttl must be more than 0".into()));
+        }
+        let tokens = match &self.auth_token {
+            Some(spec) => TokenConfig::parse(spec, ttl).map_err(invalid)?,
+            None => TokenConfig::Simple { ttl },
+        };
+        let bcrypt_cost = self.bcrypt_cost.unwrap_or(DEFAULT_BCRYPT_COST);
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(invalid(format!(
+                "--bcrypt-cost {bcrypt_cost} is out of range: it must be from 4 to 31"
+            )));
+        }
+        Ok(AuthConfig {
+            tokens,
+            bcrypt_cost,
         })
     }
 

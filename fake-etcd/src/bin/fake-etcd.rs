@@ -40,6 +40,16 @@ struct Args {
     /// Require clients to present a certificate signed by --trusted-ca-file.
     #[arg(long)]
     client_cert_auth: bool,
+    /// How auth tokens are made: `simple`, or
+    /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256[,ttl=5m]`.
+    #[arg(long, default_value = "simple")]
+    auth_token: String,
+    /// Seconds a simple token lives unused (each use restarts it).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    auth_token_ttl: u64,
+    /// The bcrypt cost of user passwords (4 to 31).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    bcrypt_cost: u32,
     /// Start from the state in this etcd snapshot (`etcdctl snapshot save`).
     #[arg(long, value_name = "FILE")]
     restore_snapshot: Option<std::path::PathBuf>,
@@ -242,6 +252,9 @@ async fn serve(args: Args) -> ExitCode {
         .name(args.name)
         .time(time)
         .progress_notify_interval(args.experimental_watch_progress_notify_interval)
+        .auth_token(args.auth_token.clone())
+        .auth_token_ttl(std::time::Duration::from_secs(args.auth_token_ttl))
+        .bcrypt_cost(args.bcrypt_cost)
         .advertise_client_urls(args.advertise_client_urls);
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);

@@ -13,7 +13,8 @@ use etcd_proto::etcdserverpb::{
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::serve;
+use super::{authorize, serve};
+use crate::auth::Credentials;
 use crate::error::EtcdError;
 use crate::member::{Applied, Member};
 
@@ -71,6 +72,7 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let member = Arc::clone(&self.member);
+        let credentials = authorize::credentials(&request);
         let mut requests = request.into_inner();
         let mut end = self.member.faults.end_keepalives.subscribe();
         let (responses, stream) = tokio::sync::mpsc::channel(16);
@@ -81,7 +83,7 @@ impl Lease for LeaseService {
             loop {
                 let next = tokio::select! {
                     request = requests.next() => match request {
-                        Some(Ok(req)) => Ok(keep_alive(&member, req.id)),
+                        Some(Ok(req)) => keep_alive(&member, &credentials, &req),
                         Some(Err(status)) => Err(status),
                         None => return,
                     },
@@ -151,12 +153,19 @@ impl Lease for LeaseService {
 }
 
 /// Renews one lease: the granted TTL if it is alive, 0 if it is unknown or
-/// has expired (the stream stays open either way).
-fn keep_alive(member: &Member, id: i64) -> LeaseKeepAliveResponse {
+/// has expired (the stream stays open either way). A caller who may not
+/// write the lease's keys ends the stream with etcd's error.
+fn keep_alive(
+    member: &Member,
+    credentials: &Credentials,
+    request: &LeaseKeepAliveRequest,
+) -> Result<LeaseKeepAliveResponse, Status> {
     let now = member.clock.now();
     let mut core = member.lock();
+    super::arrive(&mut core, request, credentials, now)?;
     // The header's revision is taken before the renewal, as etcd does.
     let header = Some(core.header_source().at(core.store.revision()));
+    let id = request.id;
     let ttl = core.lessor.renew(id, now).unwrap_or(0);
-    LeaseKeepAliveResponse { header, id, ttl }
+    Ok(LeaseKeepAliveResponse { header, id, ttl })
 }

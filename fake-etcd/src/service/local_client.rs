@@ -4,8 +4,8 @@
 //! pipeline), visible to other clients as revisions and events.
 //!
 //! Each call carries the caller's credentials (its `token` or
-//! `authorization` metadata), as etcd's in-process client carries the
-//! caller's context. Errors come back as etcd's server-side clients return
+//! `authorization` metadata, or its certificate's common name), as etcd's
+//! in-process client carries the caller's context. Errors come back as etcd's server-side clients return
 //! them: `Unknown` with the plain message, since a clientv3 error carries no
 //! gRPC status.
 
@@ -28,10 +28,8 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::Status;
 
+use super::authorize::{credentials, forwarded};
 use crate::error::EtcdError;
-
-/// The metadata that says who the caller is.
-const CREDENTIALS: [&str; 2] = ["token", "authorization"];
 
 /// The TTL of the lease a session grants itself when the caller gives none
 /// (clientv3's `concurrency` default).
@@ -50,15 +48,10 @@ fn unknown(status: Status) -> Status {
 }
 
 impl LocalClient {
-    /// A client over `channel` (a pipe to the member itself) for a caller
-    /// whose request carried `metadata`.
-    pub(crate) fn for_caller(channel: Channel, metadata: &MetadataMap) -> Self {
-        let mut credentials = MetadataMap::new();
-        for name in CREDENTIALS {
-            if let Some(value) = metadata.get(name) {
-                credentials.insert(name, value.clone());
-            }
-        }
+    /// A client over `channel` (a pipe to the member itself) acting for
+    /// the caller of `request`: its token, or its certificate's name.
+    pub(crate) fn for_caller<T>(channel: Channel, request: &tonic::Request<T>) -> Self {
+        let credentials = forwarded(request.metadata(), &credentials(request));
         Self {
             channel,
             credentials,

@@ -62,7 +62,7 @@ impl Drop for WithdrawOnDrop {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let client = LocalClient::for_caller(self.channel.clone(), request.metadata());
+        let client = LocalClient::for_caller(self.channel.clone(), &request);
         let request = request.into_inner();
         let lease = client.session_lease(request.lease).await?;
         let prefix = prefix_of(&request.name);
@@ -154,7 +154,7 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let client = LocalClient::for_caller(self.channel.clone(), request.metadata());
+        let client = LocalClient::for_caller(self.channel.clone(), &request);
         let deleted = client.delete(request.into_inner().key).await?;
         Ok(Response::new(UnlockResponse {
             header: deleted.header,

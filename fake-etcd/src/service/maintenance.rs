@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::serve;
+use super::{authorize, authorize_arrival, serve};
 use crate::error::EtcdError;
 use crate::member::{Applied, Member, ETCD_VERSION, REQUEST_TIMEOUT};
 use crate::snapshot;
@@ -78,8 +78,10 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        let credentials = authorize::credentials(&request);
+        authorize_arrival(&self.member, request.get_ref(), &credentials)?;
         // Memory needs no defragmenting; compaction already freed it. etcd
         // answers with an empty response, no header.
         Ok(Response::new(DefragmentResponse::default()))
@@ -114,8 +116,10 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let credentials = authorize::credentials(&request);
+        authorize_arrival(&self.member, request.get_ref(), &credentials)?;
         // One consistent read of the whole state, as etcd's one bbolt read
         // transaction.
         let database = {
@@ -159,6 +163,8 @@ impl Maintenance for MaintenanceService {
         // done at once, and there is no other member to move it to (an
         // unknown ID and 0 are refused alike, as etcd refuses them). etcd
         // answers with no header.
+        let credentials = authorize::credentials(&request);
+        authorize_arrival(&self.member, request.get_ref(), &credentials)?;
         if request.into_inner().target_id != self.member.identity.member_id {
             return Err(EtcdError::BadLeaderTransferee.into());
         }

@@ -7,9 +7,11 @@
 //! 2. **validate**: the checks etcd makes on arrival, which need no state
 //!    ([`EtcdRequest::validate`]), and for requests that go through raft the
 //!    1.5 MiB request limit;
-//! 3. **identify and authorize** the caller: with no auth store, as on an
-//!    etcd with auth disabled, every caller may do everything. This is the
-//!    one place a token is read and a permission checked when auth lands;
+//! 3. **identify and authorize** the caller ([`authorize`]): its token or
+//!    certificate says who it is, and each request type says what it
+//!    needs, checked on arrival (before the raft entry) or when applied,
+//!    as etcd checks it. This is the one place a token is read and a
+//!    permission checked;
 //! 4. **apply, publish, respond**: [`Member::apply`] takes the lock, counts
 //!    the raft entry, checks the space quota, runs the request, tells
 //!    watchers and fills the header.
@@ -20,6 +22,8 @@
 //! services through its own in-process client ([`local_client`]), so each
 //! of their steps passes this pipeline as any client's request does.
 
+pub(crate) mod auth;
+pub(crate) mod authorize;
 pub(crate) mod cluster;
 pub(crate) mod election;
 pub(crate) mod kv;
@@ -35,14 +39,16 @@ use std::time::Duration;
 use prost::Message;
 use tonic::{Response, Status};
 
+use crate::auth::{AuthInfo, Credentials};
 use crate::core::Core;
 use crate::error::EtcdError;
 use crate::header::HasHeader;
 use crate::limits::check_raft_size;
 use crate::member::{Access, Applied, Member};
+use authorize::Authorize;
 
 /// A request of etcd's API, as the pipeline sees it.
-pub(crate) trait EtcdRequest: Message {
+pub(crate) trait EtcdRequest: Message + Authorize {
     /// How it goes through the member: a read, or a write through raft.
     fn access(&self) -> Access;
 
@@ -63,21 +69,60 @@ where
     Q: EtcdRequest,
     R: HasHeader,
 {
-    let request = admit(request)?;
+    let (request, credentials) = admit(request)?;
     let access = request.access();
-    let response = member.apply(access, |core, now| apply(core, &request, now))?;
+    let response = member.apply(
+        access,
+        |core, now| arrive(core, &request, &credentials, now),
+        |core, caller, now| {
+            request.at_apply(core, caller).map_err(Q::auth_error)?;
+            apply(core, &request, now)
+        },
+    )?;
     Ok(Response::new(response))
 }
 
-/// The stages before a request touches the member: validation and the size
-/// limit of raft requests.
-pub(crate) fn admit<Q: EtcdRequest>(request: tonic::Request<Q>) -> Result<Q, EtcdError> {
+/// The stages before a request touches the member: its credentials,
+/// validation, and the size limit of raft requests.
+pub(crate) fn admit<Q: EtcdRequest>(
+    request: tonic::Request<Q>,
+) -> Result<(Q, Credentials), EtcdError> {
+    let credentials = authorize::credentials(&request);
     let request = request.into_inner();
     request.validate()?;
     if request.access() != Access::Read {
         check_raft_size(&request)?;
     }
-    Ok(request)
+    Ok((request, credentials))
+}
+
+/// Who the caller is, and what etcd checks before a request goes through
+/// raft; under the member's lock.
+pub(crate) fn arrive<Q: Authorize>(
+    core: &mut Core,
+    request: &Q,
+    credentials: &Credentials,
+    now: Duration,
+) -> Result<Option<AuthInfo>, EtcdError> {
+    let caller = core
+        .auth
+        .identify(credentials, now)
+        .map_err(Q::auth_error)?;
+    request
+        .on_arrival(core, caller.as_ref())
+        .map_err(Q::auth_error)?;
+    Ok(caller)
+}
+
+/// The checks on arrival alone, for RPCs that do not go through
+/// [`serve`] (streams, and maintenance RPCs with no raft entry).
+pub(crate) fn authorize_arrival<Q: Authorize>(
+    member: &Member,
+    request: &Q,
+    credentials: &Credentials,
+) -> Result<Option<AuthInfo>, EtcdError> {
+    let now = member.clock.now();
+    arrive(&mut member.lock(), request, credentials, now)
 }
 
 /// Declares how requests of each type go through the member.
@@ -124,4 +169,22 @@ etcd_requests! {
     // counts their raft entry only once they pass.
     pb::DowngradeRequest => |_| Access::Read;
     pb::MemberListRequest => |_| Access::Read;
+    // Every Auth RPC goes through raft, reads included.
+    pb::AuthEnableRequest => |_| Access::Write;
+    pb::AuthDisableRequest => |_| Access::Write;
+    pb::AuthStatusRequest => |_| Access::Write;
+    pb::AuthenticateRequest => |_| Access::Write;
+    pb::AuthUserAddRequest => |_| Access::Write;
+    pb::AuthUserGetRequest => |_| Access::Write;
+    pb::AuthUserListRequest => |_| Access::Write;
+    pb::AuthUserDeleteRequest => |_| Access::Write;
+    pb::AuthUserChangePasswordRequest => |_| Access::Write;
+    pb::AuthUserGrantRoleRequest => |_| Access::Write;
+    pb::AuthUserRevokeRoleRequest => |_| Access::Write;
+    pb::AuthRoleAddRequest => |_| Access::Write;
+    pb::AuthRoleGetRequest => |_| Access::Write;
+    pb::AuthRoleListRequest => |_| Access::Write;
+    pb::AuthRoleDeleteRequest => |_| Access::Write;
+    pb::AuthRoleGrantPermissionRequest => |_| Access::Write;
+    pb::AuthRoleRevokePermissionRequest => |_| Access::Write;
 }

@@ -12,13 +12,19 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use etcd_proto::etcdserverpb::{
-    watch_request::RequestUnion, watch_server::Watch, WatchRequest, WatchResponse,
+    watch_request::RequestUnion, watch_server::Watch, WatchCreateRequest, WatchRequest,
+    WatchResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authorize;
+use crate::auth::permissions::Need;
+use crate::auth::Credentials;
+use crate::core::Core;
+use crate::error::EtcdError;
 use crate::member::Member;
 use crate::watch::{Outbox, StreamId, STREAM_BUFFER};
 
@@ -57,6 +63,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let credentials = authorize::credentials(&request);
         let (outbox, responses) = mpsc::channel(STREAM_BUFFER);
         let (end, ended) = oneshot::channel();
         let now = self.member.clock.now();
@@ -70,6 +77,7 @@ impl Watch for WatchService {
         tokio::spawn(serve_requests(
             member,
             stream,
+            credentials,
             request.into_inner(),
             outbox,
             end,
@@ -97,6 +105,7 @@ impl Watch for WatchService {
 async fn serve_requests(
     member: Arc<Member>,
     stream: StreamId,
+    credentials: Credentials,
     mut requests: Streaming<WatchRequest>,
     outbox: Outbox,
     end: oneshot::Sender<Status>,
@@ -138,7 +147,14 @@ async fn serve_requests(
         let Ok(permit) = outbox.reserve().await else {
             return;
         };
+        let now = member.clock.now();
         let mut core = member.lock();
+        if let RequestUnion::CreateRequest(create) = &request {
+            if let Err(denied) = authorize_watch(&mut core, &credentials, create, now) {
+                permit.send(denied_watch(&core, &denied));
+                continue;
+            }
+        }
         let (watchers, ctx) = core.watch();
         match request {
             RequestUnion::CreateRequest(create) => {
@@ -163,6 +179,39 @@ async fn serve_requests(
     // A client that closes its sending side still gets events (as from
     // etcd) until it goes away.
     outbox.closed().await;
+}
+
+/// What etcd checks when a watch is created: READ on its range, once
+/// (events are not checked again).
+fn authorize_watch(
+    core: &mut Core,
+    credentials: &Credentials,
+    create: &WatchCreateRequest,
+    now: std::time::Duration,
+) -> Result<(), EtcdError> {
+    let caller = core.auth.identify(credentials, now)?;
+    core.auth
+        .check(caller.as_ref(), Need::Read, &create.key, &create.range_end)?;
+    Ok(())
+}
+
+/// A watch refused by auth: created and canceled at once, with the full
+/// status as the reason and watch ID -1 (the 3.5 tip's answer), while the
+/// stream stays open.
+fn denied_watch(core: &Core, denied: &EtcdError) -> WatchResponse {
+    let status = Status::from(denied.clone());
+    WatchResponse {
+        header: Some(core.header_source().at(core.store.revision())),
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: format!(
+            "rpc error: code = {:?} desc = {}",
+            status.code(),
+            status.message()
+        ),
+        ..Default::default()
+    }
 }
 
 /// Frees a stream's watchers when its request task ends, however it ends.

@@ -20,11 +20,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use etcd_proto::authpb;
 use etcd_proto::etcdserverpb::AlarmMember;
 use etcd_proto::mvccpb::KeyValue;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use crate::auth::{Role, User};
 use crate::core::Core;
 use crate::kv::LeaseAttachments;
 use crate::mvcc::Store;
@@ -58,10 +60,6 @@ pub enum SnapshotError {
     /// The sha256 trailer `etcdctl snapshot save` keeps does not match.
     #[error("not an etcd snapshot: its sha256 trailer does not match its contents")]
     HashMismatch,
-    /// The snapshot's etcd had auth enabled, which the fake does not serve
-    /// yet: loading it would drop every permission.
-    #[error("the snapshot's etcd had auth enabled, which fake-etcd does not serve yet")]
-    AuthEnabled,
 }
 
 /// A JSON string literal (the few JSON values of a snapshot are built by
@@ -95,12 +93,40 @@ pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
         .map(|(member_id, alarm)| (AlarmMember { member_id, alarm }.encode_to_vec(), Vec::new()))
         .collect();
     buckets.insert(b"alarm".to_vec(), bucket(alarms));
-    buckets.insert(
-        b"auth".to_vec(),
-        bucket(vec![(b"authRevision".to_vec(), u64_bytes(1))]),
-    );
-    buckets.insert(b"authRoles".to_vec(), BTreeMap::new());
-    buckets.insert(b"authUsers".to_vec(), BTreeMap::new());
+    let auth = &core.auth;
+    let mut auth_bucket = vec![(b"authRevision".to_vec(), u64_bytes(auth.revision()))];
+    if auth.enabled() {
+        auth_bucket.push((b"authEnabled".to_vec(), vec![1]));
+    }
+    buckets.insert(b"auth".to_vec(), bucket(auth_bucket));
+    let roles = auth
+        .roles()
+        .iter()
+        .map(|(name, role)| {
+            let record = authpb::Role {
+                name: Bytes::copy_from_slice(name.as_bytes()),
+                key_permission: role.permissions.clone(),
+            };
+            (name.as_bytes().to_vec(), record.encode_to_vec())
+        })
+        .collect();
+    buckets.insert(b"authRoles".to_vec(), bucket(roles));
+    let users = auth
+        .users()
+        .iter()
+        .map(|(name, user)| {
+            let record = authpb::User {
+                name: Bytes::copy_from_slice(name.as_bytes()),
+                password: Bytes::copy_from_slice(&user.password),
+                roles: user.roles.clone(),
+                options: Some(authpb::UserAddOptions {
+                    no_password: user.no_password,
+                }),
+            };
+            (name.as_bytes().to_vec(), record.encode_to_vec())
+        })
+        .collect();
+    buckets.insert(b"authUsers".to_vec(), bucket(users));
     let mut cluster = vec![(
         b"clusterVersion".to_vec(),
         crate::core::cluster_version().into_bytes(),
@@ -218,6 +244,67 @@ pub(crate) struct Loaded {
     pub(crate) downgrade: Option<crate::core::Downgrade>,
     pub(crate) raft_term: Option<u64>,
     pub(crate) raft_index: Option<u64>,
+    pub(crate) auth: LoadedAuth,
+}
+
+/// The auth buckets of a snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct LoadedAuth {
+    enabled: bool,
+    revision: Option<u64>,
+    users: BTreeMap<String, User>,
+    roles: BTreeMap<String, Role>,
+}
+
+/// Reads the `auth`, `authUsers` and `authRoles` buckets.
+fn auth_of(buckets: &bolt::Buckets) -> Result<LoadedAuth, SnapshotError> {
+    let auth = buckets.get(&b"auth"[..]);
+    let enabled = auth
+        .and_then(|auth| auth.get(&b"authEnabled"[..]))
+        .is_some_and(|enabled| enabled.as_slice() == [1]);
+    let revision = auth
+        .and_then(|auth| auth.get(&b"authRevision"[..]))
+        .and_then(|value| value.as_slice().try_into().ok().map(u64::from_be_bytes));
+    let mut users = BTreeMap::new();
+    for value in buckets
+        .get(&b"authUsers"[..])
+        .into_iter()
+        .flat_map(BTreeMap::values)
+    {
+        let user = authpb::User::decode(value.as_slice())
+            .map_err(|e| not_a_snapshot(format!("an authUsers value is not a User: {e}")))?;
+        let mut roles = user.roles;
+        roles.sort();
+        users.insert(
+            String::from_utf8_lossy(&user.name).into_owned(),
+            User {
+                password: user.password.to_vec(),
+                roles,
+                no_password: user.options.is_some_and(|o| o.no_password),
+            },
+        );
+    }
+    let mut roles = BTreeMap::new();
+    for value in buckets
+        .get(&b"authRoles"[..])
+        .into_iter()
+        .flat_map(BTreeMap::values)
+    {
+        let role = authpb::Role::decode(value.as_slice())
+            .map_err(|e| not_a_snapshot(format!("an authRoles value is not a Role: {e}")))?;
+        roles.insert(
+            String::from_utf8_lossy(&role.name).into_owned(),
+            Role {
+                permissions: role.key_permission,
+            },
+        );
+    }
+    Ok(LoadedAuth {
+        enabled,
+        revision,
+        users,
+        roles,
+    })
 }
 
 fn not_a_snapshot(why: impl Into<String>) -> SnapshotError {
@@ -280,13 +367,6 @@ pub(crate) fn load(file: &[u8]) -> Result<Loaded, SnapshotError> {
         }
     };
     let buckets = bolt::read(database).map_err(|e| not_a_snapshot(e.to_string()))?;
-    let auth_enabled = buckets
-        .get(&b"auth"[..])
-        .and_then(|auth| auth.get(&b"authEnabled"[..]))
-        .is_some_and(|enabled| enabled.as_slice() == [1]);
-    if auth_enabled {
-        return Err(SnapshotError::AuthEnabled);
-    }
     let (Some(key), Some(meta)) = (buckets.get(&b"key"[..]), buckets.get(&b"meta"[..])) else {
         return Err(not_a_snapshot(
             "a bbolt database without etcd's key and meta buckets",
@@ -340,7 +420,9 @@ pub(crate) fn load(file: &[u8]) -> Result<Loaded, SnapshotError> {
         .get(&b"cluster"[..])
         .and_then(|cluster| cluster.get(&b"downgrade"[..]))
         .and_then(|record| downgrade_of(record));
+    let auth = auth_of(&buckets)?;
     Ok(Loaded {
+        auth,
         store: Store::restore(history, compacted),
         leases,
         alarms,
@@ -376,6 +458,10 @@ impl Loaded {
             core.raise_alarm(member, alarm);
         }
         core.downgrade = self.downgrade;
+        let auth = self.auth;
+        let revision = auth.revision.unwrap_or(core.auth.revision());
+        core.auth
+            .restore(auth.enabled, revision, auth.users, auth.roles);
         if let Some(term) = self.raft_term {
             core.raft_term = core.raft_term.max(term);
         }
