@@ -105,9 +105,11 @@ impl Core {
             lessor: Lessor::new(member_id),
             watchers: WatchHub::new(progress_interval),
             raft_term: INITIAL_RAFT_TERM,
-            // A fresh etcd member has applied a few configuration entries
-            // before it serves its first request.
-            raft_index: 5,
+            // A fresh etcd 3.5 member has applied four entries before it
+            // serves its first request: its own addition to the cluster,
+            // the new leader's empty entry, its published attributes and
+            // the cluster version.
+            raft_index: 4,
             alarms: BTreeSet::new(),
             cluster_id,
             member_id,
