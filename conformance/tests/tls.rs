@@ -110,19 +110,16 @@ async fn client_cert_auth_without_a_trusted_ca_is_refused() {
 }
 
 /// A client certificate's signed connection as `etcd-client`.
-async fn client_with_cert(
-    etcd: &FakeEtcd,
-    certs: &TestCertificates,
-    common_name: &str,
-) -> Client {
+async fn client_with_cert(etcd: &FakeEtcd, certs: &TestCertificates, common_name: &str) -> Client {
     let cert = certs.client(common_name).unwrap();
-    let tls =
-        trusting(&certs.ca_pem).identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem));
+    let tls = trusting(&certs.ca_pem).identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem));
     let options = ConnectOptions::new()
         .with_tls(tls)
         .with_timeout(std::time::Duration::from_secs(5))
         .with_connect_timeout(std::time::Duration::from_secs(5));
-    Client::connect([etcd.endpoint()], Some(options)).await.unwrap()
+    Client::connect([etcd.endpoint()], Some(options))
+        .await
+        .unwrap()
 }
 
 /// With auth on and no token, a verified certificate's CN is the user, as
@@ -151,7 +148,9 @@ async fn the_certificate_common_name_logs_in_as_the_user() {
     auth.user_add("app", "", Some(no_password)).await.unwrap();
     auth.role_add("app-rw").await.unwrap();
     let app_keys = Permission::read_write("app/").with_prefix();
-    auth.role_grant_permission("app-rw", app_keys).await.unwrap();
+    auth.role_grant_permission("app-rw", app_keys)
+        .await
+        .unwrap();
     auth.user_grant_role("app", "app-rw").await.unwrap();
     auth.auth_enable().await.unwrap();
 
@@ -169,7 +168,10 @@ async fn the_certificate_common_name_logs_in_as_the_user() {
         .unwrap();
     app.unlock(lock.key()).await.unwrap();
     let refused = app.lock("elsewhere", None).await.unwrap_err();
-    assert!(refused.to_string().contains("permission denied"), "{refused}");
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
 
     // A certificate for a user that does not exist gets nothing.
     let mut ghost = client_with_cert(&etcd, &certs, "ghost").await;

@@ -1,6 +1,7 @@
 //! Scenario bodies, by area. Each is an `async fn(&mut Scenario)` that panics
 //! with a message saying what etcd does differently from what it saw.
 
+pub mod auth;
 pub mod cluster;
 pub mod election;
 pub mod faults;

@@ -40,7 +40,7 @@ impl ElectionService {
     }
 
     fn client<T>(&self, request: &Request<T>) -> LocalClient {
-        LocalClient::for_caller(self.channel.clone(), &request)
+        LocalClient::for_caller(self.channel.clone(), request)
     }
 }
 
