@@ -19,7 +19,7 @@
 //!     .await?;
 //! assert!(etcd.endpoint().starts_with("https://"));
 //!
-//! let client_cert = certs.client("app")?; // CN=app: the user, once auth lands
+//! let client_cert = certs.client("app")?; // CN=app: the user, with auth enabled
 //! let tls = etcd_client::TlsOptions::new()
 //!     .ca_certificate(etcd_client::Certificate::from_pem(&certs.ca_pem))
 //!     .identity(etcd_client::Identity::from_pem(&client_cert.cert_pem, &client_cert.key_pem));
