@@ -72,3 +72,8 @@ async fn response_headers() {
 async fn through_etcd_client() {
     run(kv::through_etcd_client).await;
 }
+
+#[tokio::test]
+async fn sort_ties_in_etcd_3_5_1s_order() {
+    run(kv::sort_ties_in_etcd_3_5_1s_order).await;
+}

@@ -52,3 +52,8 @@ async fn slow_consumer_catches_up() {
 async fn fragments() {
     run(watch::fragments).await;
 }
+
+#[tokio::test]
+async fn negative_start_revision() {
+    run(watch::negative_start_revision).await;
+}

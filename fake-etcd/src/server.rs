@@ -628,6 +628,7 @@ pub struct FakeEtcdBuilder {
     cluster_id: Option<u64>,
     member_id: Option<u64>,
     advertise_client_urls: Vec<String>,
+    advertise_peer_urls: Vec<String>,
     time: TimeSource,
     progress_notify_interval: Option<Duration>,
     restore_snapshot: Option<std::path::PathBuf>,
@@ -765,6 +766,14 @@ impl FakeEtcdBuilder {
         self
     }
 
+    /// The peer URLs `member list` reports (etcd's
+    /// `--initial-advertise-peer-urls`); `http://localhost:2380`, etcd's
+    /// default, if unset. The fake listens on no peer port.
+    pub fn advertise_peer_urls(mut self, urls: impl IntoIterator<Item = String>) -> Self {
+        self.advertise_peer_urls = urls.into_iter().collect();
+        self
+    }
+
     /// Starts serving in tasks on the current tokio runtime.
     ///
     /// # Errors
@@ -804,7 +813,11 @@ impl FakeEtcdBuilder {
             cluster_id: self.cluster_id.unwrap_or(DEFAULT_CLUSTER_ID),
             member_id: self.member_id.unwrap_or(DEFAULT_MEMBER_ID),
             name: self.name.unwrap_or_else(|| "default".to_owned()),
-            peer_urls: vec!["http://localhost:2380".to_owned()],
+            peer_urls: if self.advertise_peer_urls.is_empty() {
+                vec!["http://localhost:2380".to_owned()]
+            } else {
+                self.advertise_peer_urls
+            },
             client_urls,
         };
         let progress = self

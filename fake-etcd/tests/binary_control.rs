@@ -45,6 +45,8 @@ async fn start(client_port: u16, control_port: u16) -> Running {
                 "ignored",
                 "--name",
                 "infra9",
+                "--initial-advertise-peer-urls",
+                "http://10.0.0.9:2380,http://infra9.example:2380",
             ])
             .stderr(Stdio::null())
             .spawn()
@@ -97,6 +99,10 @@ async fn ctl_advances_virtual_time_and_injects_faults() {
         .unwrap();
     let members = client.member_list().await.unwrap();
     assert_eq!(members.members()[0].name(), "infra9");
+    assert_eq!(
+        members.members()[0].peer_urls(),
+        ["http://10.0.0.9:2380", "http://infra9.example:2380"]
+    );
 
     put_on_new_lease(&mut client, "k", 30).await;
     let out = ctl(control_port, &["advance", "31s"]);

@@ -231,6 +231,36 @@ pub async fn sort_targets_and_orders(s: &mut Scenario) {
     assert_eq!((names(s, &r), r.more, r.count), (vec!["c".into()], true, 3));
 }
 
+/// Ties in a sort by version or value come back in the order etcd 3.5.1's
+/// unstable sort (Go 1.16's `sort.Sort`) leaves them, not in key order:
+/// twenty keys, four of them written twice.
+pub async fn sort_ties_in_etcd_3_5_1s_order(s: &mut Scenario) {
+    for i in 0..20 {
+        put(s, &format!("e{:02}", (i * 7) % 20), "v").await;
+    }
+    for i in [3, 5, 11, 17] {
+        put(s, &format!("e{i:02}"), "v2").await;
+    }
+    let ascending =
+        "e14 e01 e02 e18 e04 e16 e06 e07 e08 e09 e10 e15 e12 e13 e00 e19 e11 e05 e17 e03";
+    let descending =
+        "e05 e17 e11 e03 e00 e04 e06 e07 e08 e09 e10 e02 e12 e13 e14 e15 e16 e01 e18 e19";
+    for target in [SortTarget::Version, SortTarget::Value] {
+        for (order, expected) in [
+            (SortOrder::Ascend, ascending),
+            (SortOrder::Descend, descending),
+        ] {
+            let request = RangeRequest {
+                sort_target: target as i32,
+                sort_order: order as i32,
+                ..range_of(s, "", None)
+            };
+            let got = names(s, &range(s, request).await).join(" ");
+            assert_eq!(got, expected, "{target:?} {order:?}");
+        }
+    }
+}
+
 /// keys_only clears values and keeps the rest; count_only returns only the
 /// count and wins over keys_only.
 pub async fn keys_only_and_count_only(s: &mut Scenario) {

@@ -22,6 +22,10 @@ struct Args {
     /// Client URLs to advertise in `member list` (comma separated).
     #[arg(long, value_delimiter = ',')]
     advertise_client_urls: Vec<String>,
+    /// Peer URLs to advertise in `member list` (comma separated; the fake
+    /// serves no peer port).
+    #[arg(long, value_delimiter = ',')]
+    initial_advertise_peer_urls: Vec<String>,
     /// Human-readable name of the member.
     #[arg(long, default_value = "default")]
     name: String,
@@ -255,7 +259,8 @@ async fn serve(args: Args) -> ExitCode {
         .auth_token(args.auth_token.clone())
         .auth_token_ttl(std::time::Duration::from_secs(args.auth_token_ttl))
         .bcrypt_cost(args.bcrypt_cost)
-        .advertise_client_urls(args.advertise_client_urls);
+        .advertise_client_urls(args.advertise_client_urls)
+        .advertise_peer_urls(args.initial_advertise_peer_urls);
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
     }

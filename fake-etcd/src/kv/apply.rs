@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use etcd_proto::mvccpb::{Event, KeyValue};
 
+use super::go_sort;
 use super::LeaseAttachments;
 use crate::error::EtcdError;
 use crate::mvcc::{KeyRange, Store, WriteTxn};
@@ -91,8 +92,9 @@ pub(crate) fn range(store: &Store, req: &RangeRequest) -> Result<RangeResponse, 
     })
 }
 
-/// Sorts as etcd does: a target other than KEY with no order means ascending.
-/// Ties keep key order (etcd's sort is unstable, so any order is etcd's).
+/// Sorts as etcd does: a target other than KEY with no order means ascending,
+/// and ties come out as etcd 3.5.1's unstable sort leaves them
+/// ([`go_sort`]).
 fn sort(kvs: &mut [KeyValue], target: i32, order: i32) {
     let target = SortTarget::try_from(target).ok();
     let mut order = SortOrder::try_from(order).ok();
@@ -108,8 +110,8 @@ fn sort(kvs: &mut [KeyValue], target: i32, order: i32) {
         None => return,
     };
     match order {
-        Some(SortOrder::Ascend) => kvs.sort_by(key),
-        Some(SortOrder::Descend) => kvs.sort_by(|a, b| key(b, a)),
+        Some(SortOrder::Ascend) => go_sort::sort(kvs, |a, b| key(a, b) == Ordering::Less),
+        Some(SortOrder::Descend) => go_sort::sort(kvs, |a, b| key(b, a) == Ordering::Less),
         _ => {}
     }
 }

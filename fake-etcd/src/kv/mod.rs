@@ -10,6 +10,7 @@
 //! before its first change, so a failed request changes nothing.
 
 pub(crate) mod apply;
+pub(crate) mod go_sort;
 pub(crate) mod validate;
 
 use bytes::Bytes;

@@ -182,16 +182,26 @@ async fn serve_requests(
 }
 
 /// What etcd checks when a watch is created: READ on its range, once
-/// (events are not checked again).
+/// (events are not checked again). As the 3.5 tip, a negative start
+/// revision is refused before this (by the hub), and an empty key is
+/// checked as `"\0"`, the smallest key, which it stands for.
 fn authorize_watch(
     core: &mut Core,
     credentials: &Credentials,
     create: &WatchCreateRequest,
     now: std::time::Duration,
 ) -> Result<(), EtcdError> {
+    if create.start_revision < 0 {
+        return Ok(());
+    }
     let caller = core.auth.identify(credentials, now)?;
+    let key: &[u8] = if create.key.is_empty() {
+        b"\0"
+    } else {
+        &create.key
+    };
     core.auth
-        .check(caller.as_ref(), Need::Read, &create.key, &create.range_end)?;
+        .check(caller.as_ref(), Need::Read, key, &create.range_end)?;
     Ok(())
 }
 
