@@ -556,6 +556,34 @@ pub async fn progress_request(s: &mut Scenario) {
         "{progress:?}"
     );
     assert!(progress.header.unwrap().revision >= rev);
+
+    // With no watcher left on the stream, etcd 3.5.1 still answers (watch
+    // ID -1); the 3.5 tip (`progressIfSync`) sends nothing, as the fake.
+    // Either way, the stream goes on serving.
+    w.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 0 }))
+        .await;
+    assert!(w.next().await.canceled);
+    w.send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
+        .await;
+    w.create(WatchCreateRequest {
+        watch_id: BARRIER_ID,
+        ..on_key(s, "\u{1}barrier")
+    })
+    .await;
+    let first = w.next().await;
+    let created = if first.watch_id == -1 {
+        assert!(
+            !first.created && !first.canceled && first.events.is_empty(),
+            "{first:?}"
+        );
+        w.next().await
+    } else {
+        first
+    };
+    assert!(
+        created.created && created.watch_id == BARRIER_ID,
+        "{created:?}"
+    );
 }
 
 /// Many watchers on one stream each get only what they match.
