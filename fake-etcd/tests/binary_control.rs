@@ -237,6 +237,38 @@ async fn status_shows_pauses_stalls_and_faults() {
     assert!(text.contains("fail Put: the next 2 calls"), "{text}");
 }
 
+/// `ctl auth` shows users, roles and live tokens; `ctl expire-auth-tokens`
+/// expires a user's tokens, which then fail as etcd's expired ones do.
+#[tokio::test]
+async fn ctl_shows_auth_and_expires_tokens() {
+    let (client_port, control_port) = (free_port(), free_port());
+    let _server = start(client_port, control_port).await;
+    let endpoint = format!("http://127.0.0.1:{client_port}");
+    let admin = Client::connect([endpoint.clone()], None).await.unwrap();
+    let mut auth = admin.auth_client();
+    auth.user_add("root", "pw", None).await.unwrap();
+    auth.user_grant_role("root", "root").await.unwrap();
+    auth.auth_enable().await.unwrap();
+    let login = etcd_client::ConnectOptions::new().with_user("root", "pw");
+    let mut root = Client::connect([endpoint], Some(login)).await.unwrap();
+    root.put("k", "v", None).await.unwrap();
+
+    let shown = ctl(control_port, &["auth"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("\"enabled\":true"), "{text}");
+    assert!(
+        text.contains("\"name\":\"root\",\"no_password\":false,\"roles\":[\"root\"]"),
+        "{text}"
+    );
+    assert!(text.contains("\"user\":\"root\""), "a live token: {text}");
+
+    let expired = ctl(control_port, &["expire-auth-tokens", "root"]);
+    let text = String::from_utf8_lossy(&expired.stdout);
+    assert!(text.contains("\"expired\":1"), "{text}");
+    let err = root.put("k", "v", None).await.unwrap_err();
+    assert!(err.to_string().contains("invalid auth token"), "{err}");
+}
+
 #[test]
 fn ctl_help_lists_every_control_with_its_parameters() {
     let out = Command::new(BINARY)
