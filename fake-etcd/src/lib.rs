@@ -36,6 +36,7 @@
 //!   pipeline they share (decode, validate, authorize, apply, respond).
 //! - `snapshot`: the member's state as etcd's bbolt database, and back
 //!   (`Maintenance.Snapshot`, `Hash`, and starting from a snapshot).
+//! - `metrics`: `GET /metrics` on the client port, with gRPC call counters.
 //! - `pipe`: in-process connections, with no socket under them.
 //! - `tls` (feature `tls`): TLS on the client port with etcd's options, and
 //!   throwaway certificates for tests (feature `tls-test-certs`).
@@ -66,6 +67,7 @@ mod kv;
 mod lease;
 mod limits;
 mod member;
+mod metrics;
 mod mvcc;
 mod net;
 mod pipe;

@@ -95,6 +95,8 @@ pub(crate) struct Member {
     pub(crate) watch_sync: Notify,
     /// Injected errors, delays, and the connection switches.
     pub(crate) faults: Arc<FaultState>,
+    /// Calls counted for `/metrics`.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Where in-process connections arrive.
     pub(crate) in_process: Arc<InProcessListener>,
     /// Where the member's own client (Lock, Election) connects: served
@@ -120,6 +122,7 @@ impl Member {
             timer_wakeup: Notify::new(),
             watch_sync: Notify::new(),
             faults: Arc::new(FaultState::new(seed)),
+            metrics: Arc::default(),
             in_process: Arc::default(),
             internal: Arc::default(),
             core: Mutex::new(core),

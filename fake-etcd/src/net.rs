@@ -43,6 +43,7 @@ use tonic::transport::Server;
 
 use crate::faults::InjectFaults;
 use crate::member::Member;
+use crate::metrics::ServeMetrics;
 use crate::pipe::InProcessIncoming;
 use crate::service::authorize::InternalCall;
 use crate::service::{
@@ -128,7 +129,12 @@ pub(crate) async fn serve_grpc(
             .serve_with_incoming_shutdown(pipes, incarnation.clone().cancelled_owned())
     };
     let server = || {
+        // HTTP/1 too: etcd answers `GET /metrics` on its client port.
         Server::builder()
+            .accept_http1(true)
+            .layer(ServeMetrics {
+                metrics: Arc::clone(&member.metrics),
+            })
             .layer(GrpcGoLimitErrors)
             .layer(InjectFaults {
                 faults: Arc::clone(&member.faults),

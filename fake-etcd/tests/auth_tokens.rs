@@ -299,3 +299,52 @@ async fn a_snapshot_keeps_users_roles_and_auth_on() {
     let refused = KvClient::new(channel).range(range).await.unwrap_err();
     assert_eq!(refused.message(), "etcdserver: user name is empty");
 }
+
+/// `GET /metrics` on the client port (HTTP/1.0, as client test suites send
+/// it): go-grpc-prometheus's counters, here the logins that succeeded.
+async fn logins_counted(endpoint: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = within("a connection", tokio::net::TcpStream::connect(address))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    within("the metrics", stream.read_to_string(&mut body))
+        .await
+        .unwrap();
+    assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
+    body.lines()
+        .filter(|l| {
+            l.starts_with("grpc_server_handled_total{")
+                && l.contains(r#"grpc_method="Authenticate""#)
+                && l.contains(r#"grpc_code="OK""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn logins_are_counted_on_the_metrics_page() {
+    let etcd = FakeEtcd::builder().bcrypt_cost(4).start().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(etcd.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    users(&channel).await;
+    assert_eq!(logins_counted(&etcd.endpoint()).await, 0);
+    log_in(&channel, "app", "apppw").await;
+    log_in(&channel, "root", "rootpw").await;
+    let refused = AuthClient::new(channel.clone())
+        .authenticate(AuthenticateRequest {
+            name: "app".into(),
+            password: "wrong".into(),
+        })
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(logins_counted(&etcd.endpoint()).await, 2);
+}
