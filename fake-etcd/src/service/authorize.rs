@@ -119,7 +119,7 @@ fn check_put(
     let auth = &core.auth;
     auth.check(caller, Need::Write, &put.key, b"")?;
     check_lease_keys(core, caller, put.lease, Need::Write)?;
-    if false && put.prev_kv {
+    if put.prev_kv {
         auth.check(caller, Need::Read, &put.key, b"")?;
     }
     Ok(())
