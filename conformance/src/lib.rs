@@ -19,6 +19,8 @@
 //!
 //! - [`scenarios`]: the scenario bodies, by area.
 //! - [`properties`]: property tests over random schedules (proptest).
+//! - [`auth_properties`]: etcd's permission checks over random users,
+//!   roles, permissions and requests, against a model of etcd's rules.
 //! - [`discovery_properties`]: the registrar and resolver under random faults.
 //! - [`Target`], [`Scenario`], [`run`]: choosing the target and running a
 //!   scenario against it.
@@ -32,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod auth_properties;
 pub mod discovery_properties;
 pub mod fuzz;
 pub mod properties;

@@ -75,15 +75,15 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
 /// Each unary call (and each stream's opening) fails after this.
 const CALL_LIMIT: Duration = Duration::from_secs(10);
 
-const DENIED: &str = "etcdserver: permission denied";
-const NO_USER: &str = "etcdserver: user name is empty";
+pub(crate) const DENIED: &str = "etcdserver: permission denied";
+pub(crate) const NO_USER: &str = "etcdserver: user name is empty";
 const BAD_TOKEN: &str = "etcdserver: invalid auth token";
 const AUTH_MANAGEMENT: &str = "etcdserver: invalid auth management";
 const LOGIN_FAILED: &str = "etcdserver: authentication failed, invalid user ID or password";
 const USER_NOT_FOUND: &str = "etcdserver: user name not found";
 const ROLE_NOT_FOUND: &str = "etcdserver: role name not found";
 /// How a denied watch is canceled: the whole gRPC status, as Go prints it.
-const WATCH_DENIED: &str =
+pub(crate) const WATCH_DENIED: &str =
     "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
 
 /// A bcrypt hash (cost 10) of `from-a-hash`, base64-encoded as
@@ -94,7 +94,7 @@ const HASHED_PASSWORD: &str =
 /// Puts a token in each request's metadata, under `token` (where etcd's
 /// clients put it) or another key.
 #[derive(Debug, Clone)]
-struct Credentials {
+pub(crate) struct Credentials {
     key: &'static str,
     token: Option<AsciiMetadataValue>,
 }
@@ -108,11 +108,11 @@ impl Interceptor for Credentials {
     }
 }
 
-type Authed = InterceptedService<Channel, Credentials>;
+pub(crate) type Authed = InterceptedService<Channel, Credentials>;
 
 /// Requests sent with one token, or with none.
 #[derive(Debug, Clone)]
-struct Caller {
+pub(crate) struct Caller {
     channel: Channel,
     credentials: Credentials,
 }
@@ -127,11 +127,11 @@ impl Caller {
         AuthClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
-    fn kv(&self) -> KvClient<Authed> {
+    pub(crate) fn kv(&self) -> KvClient<Authed> {
         KvClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
-    fn lease(&self) -> LeaseClient<Authed> {
+    pub(crate) fn lease(&self) -> LeaseClient<Authed> {
         LeaseClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
@@ -143,7 +143,7 @@ impl Caller {
         ClusterClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
-    fn watch(&self) -> WatchClient<Authed> {
+    pub(crate) fn watch(&self) -> WatchClient<Authed> {
         WatchClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
@@ -247,7 +247,7 @@ impl Caller {
         )
     }
 
-    async fn grant_role(
+    pub(crate) async fn grant_role(
         &self,
         user: &str,
         role: &str,
@@ -262,7 +262,7 @@ impl Caller {
         )
     }
 
-    async fn revoke_role(
+    pub(crate) async fn revoke_role(
         &self,
         user: &str,
         role: &str,
@@ -311,7 +311,7 @@ impl Caller {
         )
     }
 
-    async fn grant(
+    pub(crate) async fn grant(
         &self,
         role: &str,
         perm: Option<Permission>,
@@ -326,7 +326,7 @@ impl Caller {
         )
     }
 
-    async fn revoke(
+    pub(crate) async fn revoke(
         &self,
         role: &str,
         key: &str,
@@ -392,7 +392,7 @@ fn put(key: &str, value: &str) -> PutRequest {
 
 /// A permission of `kind` on `[key, range_end)` (etcd's encoding: an empty
 /// `range_end` is the key alone, `"\0"` is every key from `key` on).
-fn perm(kind: Type, key: &str, range_end: &str) -> Permission {
+pub(crate) fn perm(kind: Type, key: &str, range_end: &str) -> Permission {
     Permission {
         perm_type: kind as i32,
         key: b(key),
@@ -447,13 +447,13 @@ impl Answer {
 
 /// The target, with auth under one scenario's control.
 #[derive(Debug, Clone)]
-struct Auth {
+pub(crate) struct Auth {
     channel: Channel,
     endpoints: Vec<String>,
     prefix: String,
     /// The start of this scenario's user and role names.
     tag: String,
-    fake: bool,
+    pub(crate) fake: bool,
 }
 
 impl Auth {
@@ -481,7 +481,7 @@ impl Auth {
     }
 
     /// A user or role name of this scenario's.
-    fn name(&self, name: &str) -> String {
+    pub(crate) fn name(&self, name: &str) -> String {
         format!("{}.{name}", self.tag)
     }
 
@@ -496,7 +496,7 @@ impl Auth {
     }
 
     /// Requests with no token.
-    fn anonymous(&self) -> Caller {
+    pub(crate) fn anonymous(&self) -> Caller {
         self.caller("token", None)
     }
 
@@ -506,7 +506,7 @@ impl Auth {
     }
 
     /// Logs `name` in; the scenario needs it to succeed.
-    async fn login(&self, name: &str, password: &str) -> Caller {
+    pub(crate) async fn login(&self, name: &str, password: &str) -> Caller {
         let answer = self
             .anonymous()
             .authenticate(name, password)
@@ -517,7 +517,7 @@ impl Auth {
 
     /// Makes root (granted the role root, whose role object is not made)
     /// and turns auth on. Returns root's caller.
-    async fn enable(&self) -> Caller {
+    pub(crate) async fn enable(&self) -> Caller {
         let anyone = self.anonymous();
         anyone
             .user_add("root", ROOT_PASSWORD)
@@ -532,7 +532,7 @@ impl Auth {
     }
 
     /// Adds a user with these roles, as `by`.
-    async fn add_user(&self, by: &Caller, name: &str, password: &str, roles: &[&str]) {
+    pub(crate) async fn add_user(&self, by: &Caller, name: &str, password: &str, roles: &[&str]) {
         by.user_add(name, password)
             .await
             .unwrap_or_else(|e| panic!("add user {name}: {e:?}"));
@@ -544,7 +544,7 @@ impl Auth {
     }
 
     /// Adds a role with these permissions, as `by`.
-    async fn add_role(&self, by: &Caller, name: &str, perms: &[Permission]) {
+    pub(crate) async fn add_role(&self, by: &Caller, name: &str, perms: &[Permission]) {
         by.role_add(name)
             .await
             .unwrap_or_else(|e| panic!("add role {name}: {e:?}"));
@@ -629,6 +629,57 @@ impl Auth {
     }
 }
 
+/// What became of a body run by [`restoring`].
+enum Outcome<T> {
+    /// It finished, with this.
+    Finished(T),
+    /// It panicked, with this payload (its message was printed then).
+    Panicked(Box<dyn Any + Send>),
+    /// It did not finish in time, and was stopped.
+    Unfinished,
+}
+
+/// Restores the target, runs `body` with it in a task of its own for at
+/// most `limit`, then restores the target again whatever happened (a
+/// panic, a body that would not finish). Returns what became of the body
+/// and of the second restore.
+///
+/// # Errors
+///
+/// When the target cannot be restored before the body: it is not as the
+/// suite leaves it (the body is not run).
+async fn restoring<F, Fut, T>(
+    s: &Scenario,
+    limit: Duration,
+    body: F,
+) -> Result<(Outcome<T>, Result<(), String>), String>
+where
+    F: FnOnce(Auth) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let auth = Auth::new(s).await;
+    auth.restore().await.map_err(|why| {
+        format!("the target is not as the suite leaves it, and cannot be made so: {why}")
+    })?;
+    // A task of its own, so that a panic in the body comes back as a value
+    // and the cleanup below still runs.
+    let mut task = tokio::spawn(body(auth.clone()));
+    let outcome = match tokio::time::timeout(limit, &mut task).await {
+        Ok(Ok(value)) => Outcome::Finished(value),
+        Ok(Err(error)) => match error.try_into_panic() {
+            Ok(panic) => Outcome::Panicked(panic),
+            Err(_) => Outcome::Unfinished,
+        },
+        Err(_) => {
+            task.abort();
+            Outcome::Unfinished
+        }
+    };
+    let restored = auth.restore().await;
+    Ok((outcome, restored))
+}
+
 /// Runs `body` with the target to itself, then restores the target
 /// whatever happened (a panic, a body that would not finish), then fails
 /// as the body did.
@@ -637,36 +688,61 @@ where
     F: FnOnce(Auth) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let auth = Auth::new(s).await;
-    if let Err(why) = auth.restore().await {
-        panic!("the target is not as the suite leaves it, and cannot be made so: {why}");
-    }
-    // A task of its own, so that a panic in the body comes back as a value
-    // and the cleanup below still runs.
-    let mut task = tokio::spawn(body(auth.clone()));
-    let outcome: Result<(), Option<Box<dyn Any + Send>>> =
-        match tokio::time::timeout(SCENARIO_LIMIT, &mut task).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.try_into_panic().ok()),
-            Err(_) => {
-                task.abort();
-                Err(None)
-            }
-        };
-    let restored = auth.restore().await;
+    let (outcome, restored) = match restoring(s, SCENARIO_LIMIT, body).await {
+        Ok(ran) => ran,
+        Err(why) => panic!("{why}"),
+    };
     match (outcome, restored) {
-        (Ok(()), Ok(())) => {}
-        (Ok(()), Err(why)) => panic!("the scenario passed, but the cleanup failed: {why}"),
-        (Err(panic), restored) => {
+        (Outcome::Finished(()), Ok(())) => {}
+        (Outcome::Finished(()), Err(why)) => {
+            panic!("the scenario passed, but the cleanup failed: {why}")
+        }
+        (failed, restored) => {
             if let Err(why) = restored {
                 eprintln!("and the cleanup failed too: {why}");
             }
-            match panic {
+            match failed {
                 // Its message was printed when it happened.
-                Some(panic) => std::panic::resume_unwind(panic),
-                None => panic!("the scenario did not finish in {SCENARIO_LIMIT:?}"),
+                Outcome::Panicked(panic) => std::panic::resume_unwind(panic),
+                _ => panic!("the scenario did not finish in {SCENARIO_LIMIT:?}"),
             }
         }
+    }
+}
+
+/// [`guarded`] for a body that says how it failed (a property's case):
+/// the target is restored whatever happens, and a panic or a body that
+/// does not finish in `limit` becomes an error like the body's own.
+///
+/// # Errors
+///
+/// The body's error, a panic's message, a timeout, or a failed cleanup.
+pub(crate) async fn guarded_case<F, Fut>(
+    s: &Scenario,
+    limit: Duration,
+    body: F,
+) -> Result<(), String>
+where
+    F: FnOnce(Auth) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (outcome, restored) = restoring(s, limit, body).await?;
+    let result = match outcome {
+        Outcome::Finished(result) => result,
+        Outcome::Panicked(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(format!("panicked: {message}"))
+        }
+        Outcome::Unfinished => Err(format!("did not finish in {limit:?}")),
+    };
+    match (result, restored) {
+        (result, Ok(())) => result,
+        (Ok(()), Err(why)) => Err(format!("the case passed, but the cleanup failed: {why}")),
+        (Err(failure), Err(why)) => Err(format!("{failure}\nand the cleanup failed too: {why}")),
     }
 }
 
@@ -2129,7 +2205,7 @@ pub async fn lease_cluster_and_maintenance_calls(s: &mut Scenario) {
 }
 
 /// One watch stream, opened as one caller.
-struct WatchStream {
+pub(crate) struct WatchStream {
     requests: mpsc::Sender<WatchRequest>,
     responses: Streaming<WatchResponse>,
 }
@@ -2137,7 +2213,7 @@ struct WatchStream {
 impl WatchStream {
     /// Opens a stream with a first create request (etcd sends a stream's
     /// headers with its first response).
-    async fn open(by: &Caller, first: WatchCreateRequest) -> Self {
+    pub(crate) async fn open(by: &Caller, first: WatchCreateRequest) -> Self {
         let (requests, rx) = mpsc::channel(16);
         requests
             .send(WatchStream::wrap(first))
@@ -2167,7 +2243,7 @@ impl WatchStream {
             .expect("the stream is open");
     }
 
-    async fn next(&mut self) -> WatchResponse {
+    pub(crate) async fn next(&mut self) -> WatchResponse {
         within("a watch response", self.responses.message())
             .await
             .expect("the stream is healthy")

@@ -560,8 +560,10 @@ pub async fn progress_request(s: &mut Scenario) {
     // With no watcher left on the stream, etcd 3.5.1 still answers (watch
     // ID -1); the 3.5 tip (`progressIfSync`) sends nothing, as the fake.
     // Either way, the stream goes on serving.
-    w.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 0 }))
-        .await;
+    w.send(RequestUnion::CancelRequest(WatchCancelRequest {
+        watch_id: 0,
+    }))
+    .await;
     assert!(w.next().await.canceled);
     w.send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
         .await;
