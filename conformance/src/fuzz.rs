@@ -1,7 +1,9 @@
 //! Fuzzing the fake through its wire: random, structurally valid requests to
 //! every unary RPC and to watch streams, valid and not (empty keys, huge
 //! and negative revisions and TTLs, unknown leases and enum values, nested
-//! txns, compactions, time jumps), over the in-process channel.
+//! txns, compactions, time jumps), and arbitrary bytes as the message of
+//! every unary RPC of every service (Auth, Lock, Election and Cluster
+//! included) and of the streaming ones, over the in-process channel.
 //!
 //! Whatever a request says, the fake must answer it with a status or a
 //! response, never panic, go on serving, and keep its invariants, checked
@@ -87,6 +89,153 @@ pub enum Step {
     Advance(Duration),
     /// A watch request on stream 0 or 1.
     Watch(usize, RequestUnion),
+    /// Arbitrary bytes as the message of the RPC at this index of
+    /// [`RAW_PATHS`] (modulo their number).
+    Raw(usize, Bytes),
+}
+
+/// Every RPC of etcd's API, by its gRPC path; those that stream take the
+/// bytes as their one request message.
+pub const RAW_PATHS: &[&str] = &[
+    "/etcdserverpb.KV/Range",
+    "/etcdserverpb.KV/Put",
+    "/etcdserverpb.KV/DeleteRange",
+    "/etcdserverpb.KV/Txn",
+    "/etcdserverpb.KV/Compact",
+    "/etcdserverpb.Lease/LeaseGrant",
+    "/etcdserverpb.Lease/LeaseRevoke",
+    "/etcdserverpb.Lease/LeaseTimeToLive",
+    "/etcdserverpb.Lease/LeaseLeases",
+    "/etcdserverpb.Lease/LeaseKeepAlive",
+    "/etcdserverpb.Watch/Watch",
+    "/etcdserverpb.Cluster/MemberAdd",
+    "/etcdserverpb.Cluster/MemberRemove",
+    "/etcdserverpb.Cluster/MemberUpdate",
+    "/etcdserverpb.Cluster/MemberList",
+    "/etcdserverpb.Cluster/MemberPromote",
+    "/etcdserverpb.Maintenance/Alarm",
+    "/etcdserverpb.Maintenance/Status",
+    "/etcdserverpb.Maintenance/Defragment",
+    "/etcdserverpb.Maintenance/Hash",
+    "/etcdserverpb.Maintenance/HashKV",
+    "/etcdserverpb.Maintenance/Snapshot",
+    "/etcdserverpb.Maintenance/MoveLeader",
+    "/etcdserverpb.Maintenance/Downgrade",
+    "/etcdserverpb.Auth/AuthEnable",
+    "/etcdserverpb.Auth/AuthDisable",
+    "/etcdserverpb.Auth/AuthStatus",
+    "/etcdserverpb.Auth/Authenticate",
+    "/etcdserverpb.Auth/UserAdd",
+    "/etcdserverpb.Auth/UserGet",
+    "/etcdserverpb.Auth/UserList",
+    "/etcdserverpb.Auth/UserDelete",
+    "/etcdserverpb.Auth/UserChangePassword",
+    "/etcdserverpb.Auth/UserGrantRole",
+    "/etcdserverpb.Auth/UserRevokeRole",
+    "/etcdserverpb.Auth/RoleAdd",
+    "/etcdserverpb.Auth/RoleGet",
+    "/etcdserverpb.Auth/RoleList",
+    "/etcdserverpb.Auth/RoleDelete",
+    "/etcdserverpb.Auth/RoleGrantPermission",
+    "/etcdserverpb.Auth/RoleRevokePermission",
+    "/v3lockpb.Lock/Lock",
+    "/v3lockpb.Lock/Unlock",
+    "/v3electionpb.Election/Campaign",
+    "/v3electionpb.Election/Proclaim",
+    "/v3electionpb.Election/Leader",
+    "/v3electionpb.Election/Observe",
+    "/v3electionpb.Election/Resign",
+    "/grpc.health.v1.Health/Check",
+    "/etcdserverpb.KV/NoSuchMethod",
+];
+
+/// Whether the RPC at `path` streams its responses (or its requests).
+fn streams(path: &str) -> bool {
+    ["/Watch", "/LeaseKeepAlive", "/Snapshot", "/Observe"]
+        .iter()
+        .any(|end| path.ends_with(end))
+}
+
+/// Bytes that are not a message etcd defined: random, and protobuf's
+/// sharp edges (a varint that never ends, a length past the end, a field
+/// of wire type 7, a group, field number 0).
+fn raw_bytes() -> impl Strategy<Value = Bytes> {
+    prop_oneof![
+        6 => prop::collection::vec(any::<u8>(), 0..48),
+        1 => prop::sample::select(vec![
+            vec![0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, b'x'],
+            vec![0x0f],
+            vec![0x0b, 0x0c],
+            vec![0x00, 0x01],
+            vec![0x12, 0x02, 0x0a],
+        ]),
+    ]
+    .prop_map(Bytes::from)
+}
+
+/// A codec that sends bytes as they are and takes whatever comes back.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        let length = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, length)))
+    }
+}
+
+/// Sends `message` as the RPC at `path`; any answer will do. A stream is
+/// read for a moment, then dropped.
+async fn send_raw(channel: &Channel, path: &'static str, message: Bytes) -> Result<(), String> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| format!("the channel is not ready: {e}"))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    if streams(path.path()) {
+        let request = tonic::Request::new(tokio_stream::once(message));
+        if let Ok(response) = grpc.streaming(request, path, RawCodec).await {
+            let mut responses = response.into_inner();
+            let _ = tokio::time::timeout(Duration::from_millis(10), responses.message()).await;
+        }
+    } else {
+        let _ = grpc
+            .unary(tonic::Request::new(message), path, RawCodec)
+            .await;
+    }
+    Ok(())
 }
 
 fn key() -> impl Strategy<Value = Bytes> {
@@ -297,6 +446,7 @@ pub fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(action, version)| Step::Downgrade(DowngradeRequest { action, version: version.to_owned() })),
         2 => prop::sample::select(vec![1u64, 3, 31, 700]).prop_map(|s| Step::Advance(Duration::from_secs(s))),
         4 => (0usize..2, watch_request()).prop_map(|(stream, request)| Step::Watch(stream, request)),
+        4 => (0..RAW_PATHS.len(), raw_bytes()).prop_map(|(path, message)| Step::Raw(path, message)),
     ]
 }
 
@@ -324,6 +474,7 @@ struct Stream {
 
 /// The clients a case uses, all over the fake's in-process channel.
 struct Clients {
+    channel: Channel,
     kv: KvClient<Channel>,
     lease: LeaseClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
@@ -360,6 +511,7 @@ pub async fn run_case(steps: Vec<Step>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let channel = etcd.in_process_channel();
     let mut clients = Clients {
+        channel: channel.clone(),
         kv: KvClient::new(channel.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20),
@@ -518,6 +670,9 @@ async fn apply(
                     request_union: Some(request),
                 })
                 .await;
+        }
+        Step::Raw(path, message) => {
+            send_raw(&clients.channel, RAW_PATHS[path % RAW_PATHS.len()], message).await?;
         }
     }
     Ok(())
