@@ -555,12 +555,22 @@ pub async fn run_case(steps: Vec<Step>) -> Result<(), String> {
 /// than any request takes (a downgrade's 7 s request timeout included).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Whether etcd leaves `step` unanswered until it times out: a downgrade's
-/// ENABLE or CANCEL that passed its checks.
+/// Whether etcd may leave `step` unanswered for as long as the case runs: a
+/// downgrade's ENABLE or CANCEL that passed its checks (answered only at
+/// its request timeout), and a Lock or a Campaign, which wait, as they
+/// should, for an earlier holder whose session lease nobody lets expire.
 fn leaves_waiting(step: &Step) -> bool {
     use etcd_proto::etcdserverpb::downgrade_request::DowngradeAction;
-    matches!(step, Step::Downgrade(d)
-        if d.action == DowngradeAction::Enable as i32 || d.action == DowngradeAction::Cancel as i32)
+    match step {
+        Step::Downgrade(d) => {
+            d.action == DowngradeAction::Enable as i32 || d.action == DowngradeAction::Cancel as i32
+        }
+        Step::Raw(path, _) => {
+            let path = RAW_PATHS[path % RAW_PATHS.len()];
+            path.ends_with("/Lock") || path.ends_with("/Campaign")
+        }
+        _ => false,
+    }
 }
 
 fn resolve(rev: Rev, current: i64) -> i64 {
