@@ -14,7 +14,7 @@ use bytes::Bytes;
 use etcd_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmType};
 use etcd_proto::mvccpb::Event;
 
-use crate::auth::{AuthConfig, AuthStore};
+use crate::auth::AuthStore;
 use crate::error::EtcdError;
 use crate::header::HeaderSource;
 use crate::lease::{LeaseError, Lessor};
@@ -99,7 +99,12 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(cluster_id: u64, member_id: u64, progress_interval: Duration) -> Self {
+    pub(crate) fn new(
+        cluster_id: u64,
+        member_id: u64,
+        progress_interval: Duration,
+        auth: AuthStore,
+    ) -> Self {
         Self {
             store: Store::default(),
             lessor: Lessor::new(member_id),
@@ -114,7 +119,7 @@ impl Core {
             cluster_id,
             member_id,
             downgrade: None,
-            auth: AuthStore::new(AuthConfig::default(), member_id, Duration::ZERO),
+            auth,
         }
     }
 
@@ -351,7 +356,8 @@ mod downgrade_tests {
 
     #[test]
     fn a_downgrade_goes_one_minor_version_back_once_at_a_time() {
-        let mut core = Core::new(1, 2, Duration::from_secs(600));
+        let auth = crate::auth::AuthStore::new(Default::default(), 0, Duration::ZERO);
+        let mut core = Core::new(1, 2, Duration::from_secs(600), auth);
         assert_eq!(
             core.validate_downgrade("nope"),
             Err(EtcdError::WrongDowngradeVersionFormat)

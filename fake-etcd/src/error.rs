@@ -91,6 +91,10 @@ pub(crate) enum EtcdError {
     /// error raw.
     #[error("bcrypt: password length exceeds 72 bytes")]
     PasswordTooLong,
+    /// Any other failure to hash a password, raw, as etcd sends bcrypt's
+    /// errors.
+    #[error("bcrypt: {0}")]
+    Bcrypt(String),
     /// An error of the auth store, as etcd's `togRPCError` sends it: its
     /// `etcdserver: ...` status, or `Unknown` with the raw text for the
     /// few it does not map.
@@ -141,7 +145,8 @@ impl EtcdError {
             | Self::ElectionNoLeader
             | Self::MissingLeaderKey
             | Self::LostWatcher
-            | Self::PasswordTooLong => Code::Unknown,
+            | Self::PasswordTooLong
+            | Self::Bcrypt(_) => Code::Unknown,
             Self::MethodNotImplemented(_) => Code::Unimplemented,
             Self::Auth(err) => err.mapped().map_or(Code::Unknown, |(code, _)| code),
             Self::AuthUnmapped(_) => Code::Unknown,
@@ -152,6 +157,40 @@ impl EtcdError {
     pub(crate) fn message(&self) -> String {
         self.to_string()
     }
+}
+
+/// A status code's name as grpc-go writes it (`Canceled`, with one l), in
+/// a status's text (`rpc error: code = … desc = …`) and in metrics labels.
+pub(crate) fn go_code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// A status as grpc-go prints it, which etcd puts in a refused watch's
+/// cancel reason.
+pub(crate) fn go_status_text(status: &Status) -> String {
+    format!(
+        "rpc error: code = {} desc = {}",
+        go_code_name(status.code()),
+        status.message()
+    )
 }
 
 impl From<EtcdError> for Status {
@@ -322,6 +361,11 @@ mod tests {
                 EtcdError::PasswordTooLong,
                 Code::Unknown,
                 "bcrypt: password length exceeds 72 bytes",
+            ),
+            (
+                EtcdError::Bcrypt("invalid cost 99".into()),
+                Code::Unknown,
+                "bcrypt: invalid cost 99",
             ),
             (
                 EtcdError::WatcherRangeEmpty,

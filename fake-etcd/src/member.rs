@@ -114,8 +114,13 @@ impl Member {
         seed: u64,
         auth: AuthConfig,
     ) -> Self {
-        let mut core = Core::new(identity.cluster_id, identity.member_id, progress_interval);
-        core.auth = AuthStore::new(auth, seed, clock.unix_time_at_zero());
+        let auth = AuthStore::new(auth, seed, clock.unix_time_at_zero());
+        let core = Core::new(
+            identity.cluster_id,
+            identity.member_id,
+            progress_interval,
+            auth,
+        );
         Self {
             identity,
             clock,

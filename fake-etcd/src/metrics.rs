@@ -11,7 +11,7 @@
 //! `Canceled`). The member's own client (Lock, Election) is not counted,
 //! as etcd's in-process client bypasses the gRPC server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,79 +22,96 @@ use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
 use tower::{Layer, Service};
 
+use crate::error::go_code_name;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One RPC as the counters label it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Method {
-    service: String,
-    method: String,
-}
-
-impl Method {
-    /// `/etcdserverpb.KV/Range` → `etcdserverpb.KV`, `Range`.
-    fn of(path: &str) -> Option<Self> {
-        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-        Some(Self {
-            service: service.to_owned(),
-            method: method.to_owned(),
-        })
-    }
-
-    /// go-grpc-prometheus's `grpc_type`.
-    fn kind(&self) -> &'static str {
-        match self.method.as_str() {
-            "Watch" | "LeaseKeepAlive" => "bidi_stream",
-            "Snapshot" | "Observe" => "server_stream",
-            _ => "unary",
-        }
+/// go-grpc-prometheus's `grpc_type` of an RPC, by its method's name.
+fn kind(method: &str) -> &'static str {
+    match method {
+        "Watch" | "LeaseKeepAlive" => "bidi_stream",
+        "Snapshot" | "Observe" => "server_stream",
+        _ => "unary",
     }
 }
 
-/// The counters of one member.
+/// The calls of one RPC.
+#[derive(Debug, Default)]
+struct Calls {
+    started: u64,
+    handled: BTreeMap<&'static str, u64>,
+}
+
+/// The counters of one member, by gRPC path (`/etcdserverpb.KV/Range`).
+/// A call looks its path up without allocating, and keeps the shared key
+/// to count its end.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    started: Mutex<BTreeMap<Method, u64>>,
-    handled: Mutex<BTreeMap<(Method, &'static str), u64>>,
+    calls: Mutex<HashMap<Arc<str>, Calls>>,
 }
 
 impl Metrics {
-    fn start(&self, method: &Method) {
-        *lock(&self.started).entry(method.clone()).or_default() += 1;
+    /// Counts a call started on `path`; the key to count its end with.
+    fn start(&self, path: &str) -> Arc<str> {
+        let mut calls = lock(&self.calls);
+        let key = match calls.get_key_value(path) {
+            Some((key, _)) => Arc::clone(key),
+            None => {
+                let key: Arc<str> = Arc::from(path);
+                calls.insert(Arc::clone(&key), Calls::default());
+                key
+            }
+        };
+        if let Some(calls) = calls.get_mut(&key) {
+            calls.started += 1;
+        }
+        key
     }
 
-    fn handled(&self, method: Method, code: &'static str) {
-        *lock(&self.handled).entry((method, code)).or_default() += 1;
+    fn handled(&self, path: &Arc<str>, code: &'static str) {
+        if let Some(calls) = lock(&self.calls).get_mut(path) {
+            *calls.handled.entry(code).or_default() += 1;
+        }
     }
 
-    /// The Prometheus text exposition of every counter.
+    /// The Prometheus text exposition of every counter, sorted.
     pub(crate) fn render(&self) -> String {
-        let labels = |m: &Method| {
+        let calls = lock(&self.calls);
+        let mut by_name: Vec<(&str, &str, &Calls)> = calls
+            .iter()
+            .filter_map(|(path, calls)| {
+                let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+                Some((service, method, calls))
+            })
+            .collect();
+        by_name.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+        let labels = |service: &str, method: &str| {
             format!(
-                "grpc_method=\"{}\",grpc_service=\"{}\",grpc_type=\"{}\"",
-                m.method,
-                m.service,
-                m.kind()
+                "grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{}\"",
+                kind(method)
             )
         };
         let mut text = String::from(
             "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.\n\
              # TYPE grpc_server_handled_total counter\n",
         );
-        for ((method, code), count) in lock(&self.handled).iter() {
-            text.push_str(&format!(
-                "grpc_server_handled_total{{grpc_code=\"{code}\",{}}} {count}\n",
-                labels(method)
-            ));
+        for (service, method, calls) in &by_name {
+            for (code, count) in &calls.handled {
+                text.push_str(&format!(
+                    "grpc_server_handled_total{{grpc_code=\"{code}\",{}}} {count}\n",
+                    labels(service, method)
+                ));
+            }
         }
         text.push_str(
             "# HELP grpc_server_started_total Total number of RPCs started on the server.\n\
              # TYPE grpc_server_started_total counter\n",
         );
-        for (method, count) in lock(&self.started).iter() {
+        for (service, method, calls) in &by_name {
             text.push_str(&format!(
-                "grpc_server_started_total{{{}}} {count}\n",
-                labels(method)
+                "grpc_server_started_total{{{}}} {}\n",
+                labels(service, method),
+                calls.started
             ));
         }
         text
@@ -105,36 +122,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// grpc-go's name of a status code, from its number.
-fn code_name(code: &[u8]) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "Canceled",
-        "Unknown",
-        "InvalidArgument",
-        "DeadlineExceeded",
-        "NotFound",
-        "AlreadyExists",
-        "PermissionDenied",
-        "ResourceExhausted",
-        "FailedPrecondition",
-        "Aborted",
-        "OutOfRange",
-        "Unimplemented",
-        "Internal",
-        "Unavailable",
-        "DataLoss",
-        "Unauthenticated",
-    ];
-    std::str::from_utf8(code)
-        .ok()
-        .and_then(|c| c.parse::<usize>().ok())
-        .and_then(|c| NAMES.get(c).copied())
-        .unwrap_or("Unknown")
+/// The status code in a `grpc-status` header or trailer, by grpc-go's name.
+fn status_of(headers: &HeaderMap) -> Option<&'static str> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    Some(go_code_name(tonic::Code::from_i32(code)))
 }
 
-fn status_of(headers: &HeaderMap) -> Option<&'static str> {
-    headers.get("grpc-status").map(|s| code_name(s.as_bytes()))
+/// Whether `path` names an RPC: `/package.Service/Method`.
+fn is_rpc(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(service, method)| !service.is_empty() && !method.is_empty())
 }
 
 /// Serves `/metrics` and counts the calls it lets through.
@@ -190,10 +188,8 @@ where
                 Ok(response)
             });
         }
-        let method = Method::of(request.uri().path());
-        if let Some(method) = &method {
-            self.metrics.start(method);
-        }
+        let path = request.uri().path();
+        let method = is_rpc(path).then(|| self.metrics.start(path));
         let metrics = Arc::clone(&self.metrics);
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -203,7 +199,7 @@ where
             };
             // An immediate error carries its status in the headers.
             if let Some(code) = status_of(response.headers()) {
-                metrics.handled(method, code);
+                metrics.handled(&method, code);
                 return Ok(response.map(tonic::body::Body::new));
             }
             Ok(response.map(|body| {
@@ -220,13 +216,13 @@ where
 /// how it ended, or as canceled if it is dropped first.
 struct CountOnEnd<R> {
     body: Pin<Box<R>>,
-    pending: Option<(Arc<Metrics>, Method)>,
+    pending: Option<(Arc<Metrics>, Arc<str>)>,
 }
 
 impl<R> CountOnEnd<R> {
     fn finish(&mut self, code: &'static str) {
         if let Some((metrics, method)) = self.pending.take() {
-            metrics.handled(method, code);
+            metrics.handled(&method, code);
         }
     }
 }
@@ -275,11 +271,10 @@ mod tests {
     #[test]
     fn counters_render_as_go_grpc_prometheus_writes_them() {
         let metrics = Metrics::default();
-        let login = Method::of("/etcdserverpb.Auth/Authenticate").unwrap();
-        metrics.start(&login);
-        metrics.handled(login, code_name(b"0"));
-        let watch = Method::of("/etcdserverpb.Watch/Watch").unwrap();
-        metrics.handled(watch, code_name(b"1"));
+        let login = metrics.start("/etcdserverpb.Auth/Authenticate");
+        metrics.handled(&login, go_code_name(tonic::Code::Ok));
+        let watch = metrics.start("/etcdserverpb.Watch/Watch");
+        metrics.handled(&watch, go_code_name(tonic::Code::Cancelled));
         let text = metrics.render();
         assert!(text.contains(
             "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Authenticate\",grpc_service=\"etcdserverpb.Auth\",grpc_type=\"unary\"} 1\n"

@@ -217,3 +217,12 @@ impl TestCertificates {
         })
     }
 }
+
+/// The common name (CN) of a DER certificate's subject: the user a client
+/// certificate logs in as.
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, certificate) = X509Certificate::from_der(der).ok()?;
+    let cn = certificate.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}

@@ -123,14 +123,13 @@ impl FakeEtcd {
         let mut tokens: Vec<AuthToken> = auth
             .tokens
             .simple_tokens(now)
-            .into_iter()
             .map(|(token, live)| AuthToken {
-                token,
-                user: live.user,
+                token: token.clone(),
+                user: live.user.clone(),
                 expires_in: live.deadline.saturating_sub(now),
             })
             .collect();
-        tokens.sort_by_key(|t| t.expires_in);
+        tokens.sort_by(|a, b| (a.expires_in, &a.token).cmp(&(b.expires_in, &b.token)));
         AuthState {
             enabled: auth.enabled(),
             revision: auth.revision(),

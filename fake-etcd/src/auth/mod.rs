@@ -14,7 +14,7 @@ pub(crate) mod handle;
 pub(crate) mod permissions;
 pub(crate) mod token;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -144,11 +144,38 @@ pub(crate) struct AuthInfo {
 }
 
 /// What a request presented: a token (`token` or `authorization`
-/// metadata), and the CN of a verified client certificate.
+/// metadata), and a verified client certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Credentials {
     pub(crate) token: Option<String>,
-    pub(crate) common_name: Option<String>,
+    pub(crate) client: ClientName,
+}
+
+/// Who a request's client certificate says the caller is. The certificate
+/// is parsed only when that matters (auth enabled and no token), not on
+/// every request of a TLS connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum ClientName {
+    /// No certificate (or one etcd ignores).
+    #[default]
+    None,
+    /// A name the member's own client passes on for its caller.
+    Known(String),
+    /// The verified peer chain, leaf first.
+    #[cfg(feature = "tls")]
+    Certificate(std::sync::Arc<Vec<tonic::transport::CertificateDer<'static>>>),
+}
+
+impl ClientName {
+    /// The common name: the user, when auth is on and no token is sent.
+    pub(crate) fn common_name(&self) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::Known(name) => Some(name.clone()),
+            #[cfg(feature = "tls")]
+            Self::Certificate(chain) => crate::tls::common_name(chain.first()?),
+        }
+    }
 }
 
 /// How a member's auth is set up: etcd's `--auth-token`,
@@ -175,6 +202,10 @@ pub(crate) struct AuthStore {
     revision: u64,
     users: BTreeMap<String, User>,
     roles: BTreeMap<String, Role>,
+    /// Each user's permissions, merged from its roles: what every request
+    /// is checked against, so worked out once per change to users or
+    /// roles (as etcd's range permission cache is), not once per check.
+    merged: HashMap<String, MergedPermissions>,
     pub(crate) tokens: Tokens,
     pub(crate) bcrypt_cost: u32,
     /// The Unix time at which the member's clock read zero: JWTs carry
@@ -190,6 +221,7 @@ impl AuthStore {
             revision: 1,
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
+            merged: HashMap::new(),
             tokens: Tokens::new(config.tokens, seed),
             bcrypt_cost: config.bcrypt_cost,
             unix_epoch_offset,
@@ -204,8 +236,26 @@ impl AuthStore {
         self.revision
     }
 
+    /// Records a change to users or roles.
     fn bump(&mut self) {
         self.revision += 1;
+        self.merge_permissions();
+    }
+
+    fn merge_permissions(&mut self) {
+        let roles = &self.roles;
+        self.merged = self
+            .users
+            .iter()
+            .map(|(name, user)| {
+                let granted = user
+                    .roles
+                    .iter()
+                    .filter_map(|role| roles.get(role))
+                    .flat_map(|role| &role.permissions);
+                (name.clone(), MergedPermissions::merge(granted))
+            })
+            .collect();
     }
 
     pub(crate) fn users(&self) -> &BTreeMap<String, User> {
@@ -228,6 +278,7 @@ impl AuthStore {
         self.revision = revision;
         self.users = users;
         self.roles = roles;
+        self.merge_permissions();
     }
 
     /// Who the credentials speak for: `None` with auth disabled (any token
@@ -252,8 +303,8 @@ impl AuthStore {
                 revision: revision.unwrap_or(self.revision),
             }));
         }
-        Ok(credentials.common_name.as_ref().map(|cn| AuthInfo {
-            user: cn.clone(),
+        Ok(credentials.client.common_name().map(|user| AuthInfo {
+            user,
             revision: self.revision,
         }))
     }
@@ -311,12 +362,11 @@ impl AuthStore {
         if has_root_role(user) {
             return Ok(());
         }
-        let granted = user
-            .roles
-            .iter()
-            .filter_map(|role| self.roles.get(role))
-            .flat_map(|role| &role.permissions);
-        if MergedPermissions::merge(granted).allows(need, key, range_end) {
+        let allowed = self
+            .merged
+            .get(&info.user)
+            .is_some_and(|merged| merged.allows(need, key, range_end));
+        if allowed {
             Ok(())
         } else {
             Err(AuthError::PermissionDenied)

@@ -55,8 +55,8 @@ impl AuthService {
                 .map(|hash| hash.format_for_version(bcrypt::Version::TwoA).into_bytes())
         })
         .await
-        .map_err(|err| Status::internal(format!("bcrypt: {err}")))?
-        .map_err(|err| Status::unknown(format!("bcrypt: {err}")))
+        .map_err(|err| EtcdError::Bcrypt(err.to_string()))?
+        .map_err(|err| EtcdError::Bcrypt(err.to_string()).into())
     }
 }
 

@@ -24,7 +24,7 @@ use super::authorize;
 use crate::auth::permissions::Need;
 use crate::auth::Credentials;
 use crate::core::Core;
-use crate::error::EtcdError;
+use crate::error::{go_status_text, EtcdError};
 use crate::member::Member;
 use crate::watch::{Outbox, StreamId, STREAM_BUFFER};
 
@@ -209,17 +209,12 @@ fn authorize_watch(
 /// status as the reason and watch ID -1 (the 3.5 tip's answer), while the
 /// stream stays open.
 fn denied_watch(core: &Core, denied: &EtcdError) -> WatchResponse {
-    let status = Status::from(denied.clone());
     WatchResponse {
         header: Some(core.header_source().at(core.store.revision())),
         watch_id: -1,
         created: true,
         canceled: true,
-        cancel_reason: format!(
-            "rpc error: code = {:?} desc = {}",
-            status.code(),
-            status.message()
-        ),
+        cancel_reason: go_status_text(&Status::from(denied.clone())),
         ..Default::default()
     }
 }

@@ -1,18 +1,17 @@
 //! Arbitrary HTTP to the control API: whatever the method, path, query or
 //! bytes, it answers (a one-line JSON error, or hyper's own 400 for what is
 //! not HTTP), never panics or hangs, and the fake goes on serving gRPC
-//! afterwards. proptest, seeded; `PROPTEST_CASES` asks for a longer run.
-
-mod common;
+//! afterwards. proptest, seeded (see `conformance::properties`);
+//! `PROPTEST_CASES` asks for a longer run. The control API is the fake's
+//! own, so this runs only against the fake.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::within;
+use conformance::scenarios::within;
 use fake_etcd::control::CONTROLS;
 use fake_etcd::FakeEtcd;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A word of a request: one the API knows, or not.
@@ -172,41 +171,17 @@ async fn check(requests: Vec<Raw>) -> Result<(), TestCaseError> {
 
 #[test]
 fn arbitrary_http_never_breaks_the_control_api() {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(64);
-    // Seeded, and the seed printed with a failure, so a run replays:
-    // FAKE_ETCD_SEED=<seed>.
-    let seed: u64 = std::env::var("FAKE_ETCD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    let mut seed_bytes = [0u8; 32];
-    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let rng = proptest::test_runner::TestRng::from_seed(
-        proptest::test_runner::RngAlgorithm::ChaCha,
-        &seed_bytes,
-    );
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new_with_rng(config, rng);
+    if !conformance::runs_on_fake_only(
+        "arbitrary_http_never_breaks_the_control_api",
+        "the control API is the fake's",
+    ) {
+        return;
+    }
     let strategy = prop::collection::vec(request(), 1..8);
-    let result = runner.run(&strategy, |requests| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(check(requests))
+    let result = conformance::properties::run_seeded(64, &strategy, false, |requests, _| async {
+        check(requests).await.map_err(|failure| failure.to_string())
     });
     if let Err(failure) = result {
-        panic!("{failure}\nnote: rerun with FAKE_ETCD_SEED={seed} to replay this run");
+        panic!("{failure}");
     }
 }
