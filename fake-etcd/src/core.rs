@@ -15,6 +15,7 @@ use etcd_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmTyp
 use etcd_proto::mvccpb::Event;
 
 use crate::auth::AuthStore;
+use crate::cluster::{Cluster, Election, StaleView};
 use crate::error::EtcdError;
 use crate::header::HeaderSource;
 use crate::lease::{LeaseError, Lessor};
@@ -91,23 +92,20 @@ pub(crate) struct Core {
     /// index a client sees in `Status`.
     pub(crate) raft_index: u64,
     alarms: BTreeSet<(u64, i32)>,
-    cluster_id: u64,
-    member_id: u64,
+    /// Members, leadership, reachability.
+    pub(crate) cluster: Cluster,
     pub(crate) downgrade: Option<Downgrade>,
     /// Users, roles, permissions and tokens.
     pub(crate) auth: AuthStore,
 }
 
 impl Core {
-    pub(crate) fn new(
-        cluster_id: u64,
-        member_id: u64,
-        progress_interval: Duration,
-        auth: AuthStore,
-    ) -> Self {
+    pub(crate) fn new(cluster: Cluster, progress_interval: Duration, auth: AuthStore) -> Self {
+        // Lease IDs start from the first member's ID, as from etcd's.
+        let first_member = cluster.members().next().map_or(0, |m| m.id);
         Self {
             store: Store::default(),
-            lessor: Lessor::new(member_id),
+            lessor: Lessor::new(first_member),
             watchers: WatchHub::new(progress_interval),
             raft_term: INITIAL_RAFT_TERM,
             // A fresh etcd 3.5 member has applied four entries before it
@@ -116,8 +114,7 @@ impl Core {
             // the cluster version.
             raft_index: 4,
             alarms: BTreeSet::new(),
-            cluster_id,
-            member_id,
+            cluster,
             downgrade: None,
             auth,
         }
@@ -160,13 +157,70 @@ impl Core {
         Ok(())
     }
 
-    /// What this member's response headers say now.
-    pub(crate) fn header_source(&self) -> HeaderSource {
+    /// What member `member_id`'s response headers say now (the term of
+    /// its stale view, while it has one: it has not heard of a newer one).
+    pub(crate) fn header_source(&self, member_id: u64) -> HeaderSource {
         HeaderSource {
-            cluster_id: self.cluster_id,
-            member_id: self.member_id,
-            raft_term: self.raft_term,
+            cluster_id: self.cluster.id,
+            member_id,
+            raft_term: self
+                .cluster
+                .stale_view(member_id)
+                .map_or(self.raft_term, |v| v.raft_term),
         }
+    }
+
+    /// Brings leadership and the members' views up to date after a change
+    /// of membership or reachability; an election renews every lease, as a
+    /// new leader does.
+    pub(crate) fn reconcile_cluster(&mut self, now: Duration) {
+        let (store, raft_index, raft_term) = (&self.store, self.raft_index, self.raft_term);
+        let current = || StaleView {
+            store: store.clone(),
+            raft_index,
+            raft_term,
+        };
+        if self.cluster.reconcile(raft_index, current) == Election::Elected {
+            self.change_leader(now);
+        }
+    }
+
+    /// Runs `read` against what member `member_id` has applied: its stale
+    /// view if it has one (the view is swapped in for the read and back
+    /// after it, even if the read panics), else the current state.
+    pub(crate) fn as_seen_by<T>(&mut self, member_id: u64, read: impl FnOnce(&mut Core) -> T) -> T {
+        let Some(view) = self.cluster.take_stale_view(member_id) else {
+            return read(self);
+        };
+        struct Swapped<'c> {
+            core: &'c mut Core,
+            member_id: u64,
+            view: Option<Box<StaleView>>,
+        }
+        impl Swapped<'_> {
+            fn swap(&mut self) {
+                if let Some(view) = self.view.as_deref_mut() {
+                    std::mem::swap(&mut self.core.store, &mut view.store);
+                    std::mem::swap(&mut self.core.raft_index, &mut view.raft_index);
+                    std::mem::swap(&mut self.core.raft_term, &mut view.raft_term);
+                }
+            }
+        }
+        impl Drop for Swapped<'_> {
+            fn drop(&mut self) {
+                self.swap();
+                if let Some(view) = self.view.take() {
+                    self.core.cluster.put_stale_view(self.member_id, view);
+                }
+            }
+        }
+        let mut swapped = Swapped {
+            core: self,
+            member_id,
+            view: Some(view),
+        };
+        swapped.swap();
+        read(swapped.core)
     }
 
     /// A leader election, as a client sees it: the term goes up by one and,
@@ -178,7 +232,8 @@ impl Core {
 
     /// The watch hub, with what its calls read of the rest of the core.
     pub(crate) fn watch(&mut self) -> (&mut WatchHub, watch::Context<'_>) {
-        let header = self.header_source();
+        // The watch service puts each stream's own member in its headers.
+        let header = self.header_source(0);
         let ctx = watch::Context {
             store: &self.store,
             header,
@@ -310,9 +365,12 @@ impl Core {
     }
 
     /// Runs everything due by `now` on the member's clock: lease expiry,
-    /// soonest first, then progress notifications.
+    /// soonest first (only a leader expires leases: without one they wait,
+    /// and the next leader renews them), then progress notifications.
     pub(crate) fn run_timers(&mut self, now: Duration) {
-        self.expire_due(now);
+        if self.cluster.effective_leader().is_some() {
+            self.expire_due(now);
+        }
         let (watchers, ctx) = self.watch();
         watchers.progress_due(now, ctx);
     }
@@ -357,7 +415,8 @@ mod downgrade_tests {
     #[test]
     fn a_downgrade_goes_one_minor_version_back_once_at_a_time() {
         let auth = crate::auth::AuthStore::new(Default::default(), 0, Duration::ZERO);
-        let mut core = Core::new(1, 2, Duration::from_secs(600), auth);
+        let cluster = Cluster::new(1, crate::cluster::DEFAULT_CLUSTER_TOKEN, Vec::new());
+        let mut core = Core::new(cluster, Duration::from_secs(600), auth);
         assert_eq!(
             core.validate_downgrade("nope"),
             Err(EtcdError::WrongDowngradeVersionFormat)

@@ -53,6 +53,34 @@ pub(crate) enum EtcdError {
     TooManyRequests,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimedOut,
+    /// A proposal that raft never committed before the request timeout:
+    /// etcd sends its context's raw error.
+    #[error("context deadline exceeded")]
+    ProposalDeadlineExceeded,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: unhealthy cluster")]
+    UnhealthyCluster,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: given member URLs are invalid")]
+    BadMemberUrls,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
     #[error("etcdserver: wrong downgrade target version format")]
     WrongDowngradeVersionFormat,
     #[error("etcdserver: invalid downgrade target version")]
@@ -76,10 +104,6 @@ pub(crate) enum EtcdError {
     MissingLeaderKey,
     #[error("lost watcher waiting for delete")]
     LostWatcher,
-    /// What grpc-go's generated server answers for a method nobody
-    /// registered: an RPC of etcd's API the fake does not serve.
-    #[error("method {0} not implemented")]
-    MethodNotImplemented(&'static str),
     /// A watch's cancel reason (mvcc's `ErrEmptyWatcherRange`), never a
     /// status: etcd sends it inside a `WatchResponse`.
     #[error("mvcc: watcher range is empty")]
@@ -124,17 +148,29 @@ impl EtcdError {
             | Self::DuplicateKey
             | Self::RequestTooLarge
             | Self::WrongDowngradeVersionFormat
-            | Self::InvalidDowngradeTargetVersion => Code::InvalidArgument,
+            | Self::InvalidDowngradeTargetVersion
+            | Self::BadMemberUrls => Code::InvalidArgument,
             Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
             Self::LeaseExists
             | Self::BadLeaderTransferee
             | Self::DowngradeInProcess
-            | Self::NoInflightDowngrade => Code::FailedPrecondition,
-            Self::LeaseNotFound => Code::NotFound,
+            | Self::NoInflightDowngrade
+            | Self::NotLeader
+            | Self::MemberExists
+            | Self::PeerUrlExists
+            | Self::NotEnoughStartedMembers
+            | Self::MemberNotLearner
+            | Self::LearnerNotReady
+            | Self::TooManyLearners => Code::FailedPrecondition,
+            Self::LeaseNotFound | Self::MemberNotFound => Code::NotFound,
             Self::NoSpace | Self::TooManyRequests => Code::ResourceExhausted,
-            Self::RequestTimedOut | Self::LeaderChanged | Self::NoLeader | Self::ServerStopped => {
-                Code::Unavailable
-            }
+            Self::RequestTimedOut
+            | Self::LeaderChanged
+            | Self::NoLeader
+            | Self::ServerStopped
+            | Self::NotSupportedForLearner
+            | Self::UnhealthyCluster => Code::Unavailable,
+            Self::LeaderTransferTimedOut | Self::ProposalDeadlineExceeded => Code::Unknown,
             // Only ever a cancel reason; were it a status, etcd's
             // `togRPCError` would send an unmapped error as `Unknown`.
             Self::WatcherRangeEmpty
@@ -147,7 +183,6 @@ impl EtcdError {
             | Self::LostWatcher
             | Self::PasswordTooLong
             | Self::Bcrypt(_) => Code::Unknown,
-            Self::MethodNotImplemented(_) => Code::Unimplemented,
             Self::Auth(err) => err.mapped().map_or(Code::Unknown, |(code, _)| code),
             Self::AuthUnmapped(_) => Code::Unknown,
         }
@@ -353,9 +388,29 @@ mod tests {
                 "lost watcher waiting for delete",
             ),
             (
-                EtcdError::MethodNotImplemented("MemberAdd"),
-                Code::Unimplemented,
-                "method MemberAdd not implemented",
+                EtcdError::ProposalDeadlineExceeded,
+                Code::Unknown,
+                "context deadline exceeded",
+            ),
+            (
+                EtcdError::NotSupportedForLearner,
+                Code::Unavailable,
+                "etcdserver: rpc not supported for learner",
+            ),
+            (
+                EtcdError::LearnerNotReady,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
+            (
+                EtcdError::BadMemberUrls,
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+            (
+                EtcdError::MemberNotFound,
+                Code::NotFound,
+                "etcdserver: member not found",
             ),
             (
                 EtcdError::PasswordTooLong,

@@ -191,7 +191,6 @@ enum Decision {
 pub(crate) struct FaultState {
     rules: Mutex<Vec<Rule>>,
     rng: Mutex<SplitMix64>,
-    pub(crate) seed: u64,
     /// True while the member is partitioned: connections neither read nor
     /// write, and new ones are held.
     pub(crate) paused: watch::Sender<bool>,
@@ -211,7 +210,6 @@ impl FaultState {
         Self {
             rules: Mutex::new(Vec::new()),
             rng: Mutex::new(SplitMix64(seed)),
-            seed,
             paused: watch::Sender::new(false),
             watches_stalled: watch::Sender::new(false),
             end_watches: broadcast::Sender::new(16),

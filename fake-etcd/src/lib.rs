@@ -24,14 +24,18 @@
 //! - `watch`: the watch hub: watchers, their index, catch-up and progress,
 //!   speaking in `WatchResponse`s.
 //! - `core`: everything a request may change (store, lessor, watch hub,
-//!   raft term and index, alarms), synchronous, with no gRPC in it.
+//!   raft term and index, alarms, the cluster), synchronous, with no gRPC
+//!   in it.
+//! - `cluster`: the members, who leads, who can reach whom, and what each
+//!   member has applied: raft's effects on clients, as data.
 //! - `auth`: users, roles, key permissions and tokens, as etcd's auth
 //!   store keeps and checks them.
 //! - `header`: what a response header holds, built in one place.
 //! - `limits`: etcd's request size limits.
-//! - `member`: one member above its core: identity, clock, faults,
-//!   listeners, and `Member::apply`, the one way a request
-//!   reaches the core.
+//! - `member`: one member above the core its cluster shares: identity,
+//!   faults, listeners, `Member::wait_for_route` (what a member out of
+//!   touch with its leader does with a request) and `Member::apply`, the
+//!   one way a request reaches the core.
 //! - `service`: tonic glue, one module per etcd service, and the request
 //!   pipeline they share (decode, validate, authorize, apply, respond).
 //! - `snapshot`: the member's state as etcd's bbolt database, and back
@@ -42,6 +46,8 @@
 //!   throwaway certificates for tests (feature `tls-test-certs`).
 //! - `net`: the gRPC server, background tasks, connections that obey faults.
 //! - `server`: [`FakeEtcd`], its builder, and the test's controls.
+//! - `members`: the controls over each member of a cluster (stop, pause,
+//!   isolate, move the leader), and what they report.
 //! - `control` (feature `control`, on by default): the controls over HTTP,
 //!   for the binary and other languages.
 //! - `bridge`: [`Bridge`], a TCP proxy with switches, for any etcd.
@@ -55,6 +61,7 @@
 mod auth;
 mod bridge;
 mod clock;
+mod cluster;
 #[cfg(feature = "control")]
 #[cfg_attr(docsrs, doc(cfg(feature = "control")))]
 pub mod control;
@@ -67,6 +74,7 @@ mod kv;
 mod lease;
 mod limits;
 mod member;
+mod members;
 mod metrics;
 mod mvcc;
 mod net;
@@ -85,6 +93,7 @@ pub use auth::handle::{AuthRole, AuthState, AuthToken, AuthUser, KeyPermission};
 pub use bridge::Bridge;
 pub use clock::TimeSource;
 pub use faults::{errors, Rpc};
+pub use members::{MemberInfo, MemberState};
 pub use server::{
     check_progress_interval, ControlError, FakeEtcd, FakeEtcdBuilder, KeyAndValue, LeaseInfo,
 };

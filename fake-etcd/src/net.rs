@@ -55,7 +55,7 @@ use crate::service::{
 /// Starts the tasks a member runs for its whole life, whatever its server
 /// does: timers (for clocks that move by themselves) and the watch syncer.
 pub(crate) fn spawn_member_tasks(member: &Arc<Member>, lifetime: &CancellationToken) {
-    if member.clock.moves_by_itself() {
+    if member.shared.clock.moves_by_itself() {
         tokio::spawn(run_timers_on_time(Arc::clone(member), lifetime.clone()));
     }
     tokio::spawn(sync_lagging_watchers(Arc::clone(member), lifetime.clone()));
@@ -300,7 +300,7 @@ async fn sync_lagging_watchers(member: Arc<Member>, lifetime: CancellationToken)
         };
         tokio::select! {
             () = lifetime.cancelled() => return,
-            () = member.watch_sync.notified() => {}
+            () = member.shared.watch_sync.notified() => {}
             () = retry => {}
         }
         member.lock().sync_watchers();
@@ -314,19 +314,19 @@ async fn run_timers_on_time(member: Arc<Member>, lifetime: CancellationToken) {
     loop {
         let next = {
             let mut core = member.lock();
-            core.run_timers(member.clock.now());
+            core.run_timers(member.shared.clock.now());
             core.next_timer()
         };
         let due = async {
             match next {
-                Some(deadline) => member.clock.sleep_until(deadline).await,
+                Some(deadline) => member.shared.clock.sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             () = lifetime.cancelled() => return,
             () = due => {}
-            () = member.timer_wakeup.notified() => {}
+            () = member.shared.timer_wakeup.notified() => {}
         }
     }
 }

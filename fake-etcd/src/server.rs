@@ -21,11 +21,10 @@ use tonic::Status;
 use crate::auth::token::{self, TokenConfig};
 use crate::auth::{AuthConfig, DEFAULT_BCRYPT_COST};
 use crate::clock::{Clock, TimeSource};
+use crate::cluster::{self, Cluster, InitialMember, Process, DEFAULT_CLUSTER_TOKEN};
 use crate::error::EtcdError;
 use crate::faults::Rpc;
-use crate::member::{
-    Identity, Member, DEFAULT_CLUSTER_ID, DEFAULT_MEMBER_ID, DEFAULT_PROGRESS_INTERVAL,
-};
+use crate::member::{Member, Shared, DEFAULT_PROGRESS_INTERVAL};
 use crate::net;
 use crate::watch::{MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL};
 
@@ -50,28 +49,65 @@ use crate::watch::{MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL};
 /// ```
 #[derive(Debug)]
 pub struct FakeEtcd {
-    addr: SocketAddr,
-    pub(crate) member: Arc<Member>,
+    /// The state every member shares.
+    pub(crate) shared: Arc<Shared>,
+    /// Every member ever started, in the order they started; the first is
+    /// the one [`FakeEtcd::endpoint`] names.
+    pub(crate) servers: Mutex<Vec<Arc<MemberServer>>>,
     /// Cancelled when the handle is dropped: ends everything.
-    lifetime: CancellationToken,
-    /// The server now running; replaced by a restart.
-    serving: Mutex<Incarnation>,
-    /// Why the server stopped, once it has stopped without being asked to.
-    failure: tokio::sync::watch::Sender<Option<ServerFailure>>,
+    pub(crate) lifetime: CancellationToken,
+    /// Why a server stopped, once one has stopped without being asked to.
+    pub(crate) failure: tokio::sync::watch::Sender<Option<ServerFailure>>,
     /// The client port's TLS, kept for restarts.
-    tls: Option<net::ServerTls>,
+    pub(crate) tls: Option<net::ServerTls>,
+    /// The seed of every member's random faults.
+    seed: u64,
+}
+
+/// One member's server: its address, and the incarnation now running.
+#[derive(Debug)]
+pub(crate) struct MemberServer {
+    pub(crate) member: Arc<Member>,
+    pub(crate) addr: SocketAddr,
+    /// The server now running; replaced by a restart. Cancelled while the
+    /// member is stopped.
+    pub(crate) serving: Mutex<Incarnation>,
+}
+
+impl MemberServer {
+    pub(crate) fn endpoint(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    pub(crate) fn incarnation(&self) -> std::sync::MutexGuard<'_, Incarnation> {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the server: every connection breaks, the port refuses.
+    pub(crate) async fn stop(&self) {
+        let (token, task) = {
+            let mut serving = self.incarnation();
+            (serving.token.clone(), serving.task.take())
+        };
+        token.cancel();
+        if let Some(task) = task {
+            // The listener must be closed before the address is bound again.
+            let _ = task.await;
+        }
+    }
 }
 
 /// A server failure, kept to be handed to every caller of
 /// [`FakeEtcd::failure`].
 #[derive(Debug, Clone)]
-struct ServerFailure {
+pub(crate) struct ServerFailure {
     kind: io::ErrorKind,
     message: String,
 }
 
 #[derive(Debug)]
-struct Incarnation {
+pub(crate) struct Incarnation {
     token: CancellationToken,
     task: Option<JoinHandle<io::Result<()>>>,
 }
@@ -92,15 +128,43 @@ impl FakeEtcd {
     }
 
     /// The endpoint to give a client, such as `http://127.0.0.1:41234`
-    /// (`https://` when the member serves TLS).
+    /// (`https://` when the member serves TLS): the first member's, in a
+    /// cluster (see [`FakeEtcd::endpoints`]).
     pub fn endpoint(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
+        self.first().endpoint(self.tls.is_some())
     }
 
-    /// The address the member listens on.
+    /// Every member's endpoint, in the order they started: what a client of
+    /// a cluster is given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.servers()
+            .iter()
+            .map(|server| server.endpoint(self.tls.is_some()))
+            .collect()
+    }
+
+    /// The address the first member listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.first().addr
+    }
+
+    /// The first member's server.
+    fn first(&self) -> Arc<MemberServer> {
+        Arc::clone(&self.servers()[0])
+    }
+
+    /// The first member: the one handle-wide controls read from.
+    pub(crate) fn member(&self) -> Arc<Member> {
+        Arc::clone(&self.first().member)
+    }
+
+    pub(crate) fn servers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<MemberServer>>> {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every member's server, for controls that reach them all.
+    fn all(&self) -> Vec<Arc<MemberServer>> {
+        self.servers().clone()
     }
 
     /// A channel to this member with no socket under it: each connection is
@@ -128,7 +192,7 @@ impl FakeEtcd {
     /// socket (a TCP proxy such as [`Bridge`](crate::Bridge) in between),
     /// use [`FakeEtcd::endpoint`].
     pub fn in_process_channel(&self) -> tonic::transport::Channel {
-        crate::pipe::channel(Arc::downgrade(&self.member.in_process))
+        crate::pipe::channel(Arc::downgrade(&self.member().in_process))
     }
 
     /// The member's state as an etcd snapshot: a bbolt database file, as
@@ -136,13 +200,12 @@ impl FakeEtcd {
     /// `etcdctl snapshot status` and `etcdutl snapshot restore` take it,
     /// and so does [`FakeEtcdBuilder::restore_snapshot`].
     pub fn snapshot(&self) -> Vec<u8> {
-        let core = self.member.lock();
-        crate::snapshot::save(&core, self.member.membership())
+        crate::snapshot::save(&self.shared.lock())
     }
 
     /// The current revision of the store.
     pub fn revision(&self) -> i64 {
-        self.member.lock().store.revision()
+        self.shared.lock().store.revision()
     }
 
     /// The keys that start with `prefix`, with their values, as they were
@@ -178,7 +241,7 @@ impl FakeEtcd {
     ) -> Result<Vec<KeyAndValue>, ControlError> {
         let prefix = bytes::Bytes::copy_from_slice(prefix.as_ref());
         let range = crate::mvcc::KeyRange::new(&prefix, &crate::watch::prefix_range_end(&prefix));
-        let core = self.member.lock();
+        let core = self.shared.lock();
         let store = &core.store;
         let current = store.revision();
         let revision = if revision <= 0 { current } else { revision };
@@ -203,7 +266,7 @@ impl FakeEtcd {
     /// How many watchers are open, on all watch streams: for tests that
     /// check their code cancels what it watches.
     pub fn watcher_count(&self) -> usize {
-        self.member.lock().watchers.watcher_count()
+        self.shared.lock().watchers.watcher_count()
     }
 
     /// Moves the member's clock forward by `by` and expires every lease that
@@ -239,9 +302,9 @@ impl FakeEtcd {
     /// # }
     /// ```
     pub async fn advance(&self, by: Duration) {
-        match &self.member.clock {
+        match &self.shared.clock {
             Clock::Virtual { .. } => {
-                self.member.clock.advance_virtual(by);
+                self.shared.clock.advance_virtual(by);
             }
             // tokio's own advice for moving a paused clock so that every
             // timer on the way fires in order (the client's keepalives
@@ -250,12 +313,12 @@ impl FakeEtcd {
             Clock::Tokio { .. } => tokio::time::sleep(by).await,
             Clock::Real { .. } => panic!("FakeEtcd::advance: real time cannot be advanced; use TimeSource::Virtual or TimeSource::Tokio"),
         }
-        self.member.lock().run_timers(self.member.clock.now());
+        self.shared.lock().run_timers(self.shared.clock.now());
     }
 
     /// Where the member's time comes from.
     pub fn time_source(&self) -> TimeSource {
-        match self.member.clock {
+        match self.shared.clock {
             Clock::Virtual { .. } => TimeSource::Virtual,
             Clock::Real { .. } => TimeSource::Real,
             Clock::Tokio { .. } => TimeSource::Tokio,
@@ -264,7 +327,7 @@ impl FakeEtcd {
 
     /// Time on the member's clock since it started.
     pub fn elapsed(&self) -> Duration {
-        self.member.clock.now()
+        self.shared.clock.now()
     }
 
     /// Expires a lease now, as etcd does when its TTL lapses: its keys are
@@ -275,7 +338,7 @@ impl FakeEtcd {
     /// [`ControlError::NoSuchLease`] if the lease was never granted, or is
     /// already revoked or expired.
     pub fn expire_lease(&self, id: i64) -> Result<(), ControlError> {
-        self.member
+        self.shared
             .lock()
             .expire(id)
             .map_err(|_| ControlError::NoSuchLease(id))
@@ -283,8 +346,8 @@ impl FakeEtcd {
 
     /// A lease's state, for assertions; `None` if it does not exist.
     pub fn lease(&self, id: i64) -> Option<LeaseInfo> {
-        let now = self.member.clock.now();
-        self.member
+        let now = self.shared.clock.now();
+        self.shared
             .lock()
             .lessor
             .get(id)
@@ -293,8 +356,8 @@ impl FakeEtcd {
 
     /// Every lease, soonest expiry first.
     pub fn leases(&self) -> Vec<LeaseInfo> {
-        let now = self.member.clock.now();
-        self.member
+        let now = self.shared.clock.now();
+        self.shared
             .lock()
             .lessor
             .by_deadline()
@@ -335,14 +398,16 @@ impl FakeEtcd {
     /// The seed of the member's random faults (see
     /// [`FakeEtcd::fail_randomly`]); print it to replay a run.
     pub fn seed(&self) -> u64 {
-        self.member.faults.seed
+        self.seed
     }
 
     /// Breaks every client connection now. The member keeps listening, so
     /// clients reconnect; every stream they had (watch, keepalive) is gone.
     pub fn drop_connections(&self) {
-        let serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        self.member.faults.drop_connections(&serving.token);
+        for server in self.all() {
+            let serving = server.incarnation();
+            server.member.faults.drop_connections(&serving.token);
+        }
     }
 
     /// Stops answering, without closing anything: connections neither read
@@ -350,28 +415,32 @@ impl FakeEtcd {
     /// network partition as a client sees it. Undone by
     /// [`FakeEtcd::resume`].
     pub fn pause(&self) {
-        self.member.faults.paused.send_replace(true);
+        for server in self.all() {
+            server.member.faults.paused.send_replace(true);
+        }
     }
 
     /// Whether the member is paused ([`FakeEtcd::pause`]).
     pub fn is_paused(&self) -> bool {
-        *self.member.faults.paused.borrow()
+        *self.member().faults.paused.borrow()
     }
 
     /// Whether watch responses are held ([`FakeEtcd::stall_watches`]).
     pub fn watches_stalled(&self) -> bool {
-        *self.member.faults.watches_stalled.borrow()
+        *self.member().faults.watches_stalled.borrow()
     }
 
     /// The injected errors and delays in force, each in words (`fail Put:
     /// the next 2 calls, with Unavailable "etcdserver: no leader"`).
     pub fn active_faults(&self) -> Vec<String> {
-        self.member.faults.describe()
+        self.member().faults.describe()
     }
 
     /// Ends a [`FakeEtcd::pause`]: everything held goes through.
     pub fn resume(&self) {
-        self.member.faults.paused.send_replace(false);
+        for server in self.all() {
+            server.member.faults.paused.send_replace(false);
+        }
     }
 
     /// Restarts the member: the server stops (every connection and stream
@@ -384,26 +453,39 @@ impl FakeEtcd {
     ///
     /// If the address cannot be bound again.
     pub async fn restart(&self) -> io::Result<()> {
-        let (old_token, old_task) = {
-            let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-            (serving.token.clone(), serving.task.take())
-        };
-        old_token.cancel();
-        if let Some(task) = old_task {
-            // The old listener must be closed before the address is bound.
-            let _ = task.await;
+        let servers = self.all();
+        for server in &servers {
+            server.stop().await;
         }
-        self.member.lock().change_leader(self.member.clock.now());
-        let listener = TcpListener::bind(self.addr).await?;
+        self.shared.change_cluster(|core| {
+            for server in &servers {
+                core.cluster
+                    .set_process(server.member.id(), Process::Stopped);
+            }
+        });
+        for server in &servers {
+            if !self.shared.lock().cluster.was_removed(server.member.id()) {
+                self.serve_again(server).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped member's server again on its address, and tells the
+    /// cluster it runs.
+    pub(crate) async fn serve_again(&self, server: &MemberServer) -> io::Result<()> {
+        let listener = TcpListener::bind(server.addr).await?;
         let incarnation = spawn_incarnation(
             listener,
-            &self.member,
+            &server.member,
             &self.lifetime,
             self.failure.clone(),
             self.tls.clone(),
         );
-        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = incarnation;
-        self.member.timer_wakeup.notify_one();
+        *server.incarnation() = incarnation;
+        let id = server.member.id();
+        self.shared
+            .change_cluster(|core| core.cluster.set_process(id, Process::Running));
         Ok(())
     }
 
@@ -446,54 +528,74 @@ impl FakeEtcd {
     /// # }
     /// ```
     pub fn fail_next(&self, rpc: Rpc, count: usize, status: Status) {
-        self.member.faults.fail(rpc, Some(count), None, status);
+        for server in self.all() {
+            server
+                .member
+                .faults
+                .fail(rpc, Some(count), None, status.clone());
+        }
     }
 
     /// Fails every call of `rpc` with `status` until
     /// [`FakeEtcd::clear_faults`].
     pub fn fail_always(&self, rpc: Rpc, status: Status) {
-        self.member.faults.fail(rpc, None, None, status);
+        for server in self.all() {
+            server.member.faults.fail(rpc, None, None, status.clone());
+        }
     }
 
     /// Fails each call of `rpc` with probability `probability`, drawn from
     /// the member's seeded generator ([`FakeEtcdBuilder::seed`]).
     pub fn fail_randomly(&self, rpc: Rpc, probability: f64, status: Status) {
-        self.member
-            .faults
-            .fail(rpc, None, Some(probability), status);
+        for server in self.all() {
+            let faults = &server.member.faults;
+            faults.fail(rpc, None, Some(probability), status.clone());
+        }
     }
 
     /// Delays every call of `rpc` by `by` (real time, or tokio's paused time)
     /// until [`FakeEtcd::clear_faults`].
     pub fn delay(&self, rpc: Rpc, by: Duration) {
-        self.member.faults.delay(rpc, by);
+        for server in self.all() {
+            server.member.faults.delay(rpc, by);
+        }
     }
 
     /// Removes every injected error and delay.
     pub fn clear_faults(&self) {
-        self.member.faults.clear();
+        for server in self.all() {
+            server.member.faults.clear();
+        }
     }
 
     /// Stops delivering watch responses (the streams stay open; events are
     /// kept and arrive after [`FakeEtcd::unstall_watches`], as from a slow
     /// network).
     pub fn stall_watches(&self) {
-        self.member.faults.watches_stalled.send_replace(true);
+        for server in self.all() {
+            server.member.faults.watches_stalled.send_replace(true);
+        }
     }
 
     /// Ends a [`FakeEtcd::stall_watches`].
     pub fn unstall_watches(&self) {
-        self.member.faults.watches_stalled.send_replace(false);
+        for server in self.all() {
+            server.member.faults.watches_stalled.send_replace(false);
+        }
     }
 
     /// Ends every open watch stream with `status`.
     pub fn end_watch_streams(&self, status: Status) {
-        let _ = self.member.faults.end_watches.send(status);
+        for server in self.all() {
+            let _ = server.member.faults.end_watches.send(status.clone());
+        }
     }
 
     /// Ends every open lease keepalive stream with `status`.
     pub fn end_keepalive_streams(&self, status: Status) {
-        let _ = self.member.faults.end_keepalives.send(status);
+        for server in self.all() {
+            let _ = server.member.faults.end_keepalives.send(status.clone());
+        }
     }
 
     /// Compacts the history at `revision`, as `etcdctl compaction` would: a
@@ -505,7 +607,7 @@ impl FakeEtcd {
     /// compaction, [`ControlError::FutureRevision`] past the current
     /// revision.
     pub fn compact(&self, revision: i64) -> Result<(), ControlError> {
-        let mut core = self.member.lock();
+        let mut core = self.shared.lock();
         core.record_raft_entry();
         let (compacted, current) = (core.store.compact_revision(), core.store.revision());
         core.store.compact(revision).map_err(|err| match err {
@@ -524,8 +626,8 @@ impl FakeEtcd {
     /// "database space exceeded" until [`FakeEtcd::disarm_no_space`] (or an
     /// `etcdctl alarm disarm`).
     pub fn raise_no_space(&self) {
-        let member = self.member.identity.member_id;
-        let mut core = self.member.lock();
+        let member = self.member().id();
+        let mut core = self.shared.lock();
         use etcd_proto::etcdserverpb::alarm_request::AlarmAction;
         core.alarm(
             AlarmAction::Activate as i32,
@@ -536,8 +638,8 @@ impl FakeEtcd {
 
     /// Clears the NOSPACE alarm.
     pub fn disarm_no_space(&self) {
-        let member = self.member.identity.member_id;
-        let mut core = self.member.lock();
+        let member = self.member().id();
+        let mut core = self.shared.lock();
         use etcd_proto::etcdserverpb::alarm_request::AlarmAction;
         core.alarm(
             AlarmAction::Deactivate as i32,
@@ -550,12 +652,13 @@ impl FakeEtcd {
     /// new leader does, every lease is renewed to its full TTL. A single
     /// member stays leader, so streams go on, as they do on etcd.
     pub fn change_leader(&self) {
-        self.member.lock().change_leader(self.member.clock.now());
+        self.shared.lock().change_leader(self.shared.clock.now());
+        self.shared.timer_wakeup.notify_one();
     }
 
     /// The current raft term.
     pub fn raft_term(&self) -> u64 {
-        self.member.lock().raft_term
+        self.shared.lock().raft_term
     }
 }
 
@@ -568,7 +671,7 @@ impl Drop for FakeEtcd {
 /// Starts one incarnation of the member's server on `listener` (and its
 /// in-process listener), under `lifetime`. If it stops when its token was
 /// not cancelled, `failure` says why.
-fn spawn_incarnation(
+pub(crate) fn spawn_incarnation(
     listener: TcpListener,
     member: &Arc<Member>,
     lifetime: &CancellationToken,
@@ -586,6 +689,26 @@ fn spawn_incarnation(
         token.clone(),
         tls,
     ));
+    // A member removed from the cluster stops, as etcd's process exits.
+    {
+        let member = Arc::clone(member);
+        let token = token.clone();
+        tokio::spawn(async move {
+            let mut changes = member.shared.changes.subscribe();
+            loop {
+                if member.lock().cluster.was_removed(member.id()) {
+                    // The answer to the removal goes out first.
+                    tokio::task::yield_now().await;
+                    token.cancel();
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = token.cancelled() => return,
+                }
+            }
+        });
+    }
     let asked_to_stop = token.clone();
     let task = tokio::spawn(async move {
         let outcome = match server.await {
@@ -623,7 +746,11 @@ fn spawn_incarnation(
 #[derive(Debug, Default)]
 #[must_use = "a builder does nothing until `start` or `serve` is called"]
 pub struct FakeEtcdBuilder {
-    listener: Option<TcpListener>,
+    /// Listeners given for the members, by position.
+    listeners: Vec<Option<TcpListener>>,
+    members: Option<usize>,
+    initial_cluster: Option<String>,
+    cluster_token: ClusterToken,
     name: Option<String>,
     cluster_id: Option<u64>,
     member_id: Option<u64>,
@@ -734,9 +861,55 @@ impl FakeEtcdBuilder {
         self
     }
 
-    /// Serves on this listener instead of binding a free loopback port.
+    /// Serves on this listener instead of binding a free loopback port
+    /// (the first member's, in a cluster).
     pub fn listener(mut self, listener: TcpListener) -> Self {
-        self.listener = Some(listener);
+        self.listeners = vec![Some(listener)];
+        self
+    }
+
+    /// Serves each member on one of these listeners, in order; members
+    /// beyond them bind free loopback ports.
+    pub fn listeners(mut self, listeners: impl IntoIterator<Item = TcpListener>) -> Self {
+        self.listeners = listeners.into_iter().map(Some).collect();
+        self
+    }
+
+    /// Starts a cluster of `count` members (1 to 7), each with its own
+    /// endpoint, ID and name (`infra1`, `infra2`...), sharing one store as
+    /// etcd's raft makes them: see [`FakeEtcd::members`] for their faults.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let etcd = fake_etcd::FakeEtcd::builder().members(3).start().await?;
+    /// let mut client = etcd_client::Client::connect(etcd.endpoints(), None).await?;
+    /// client.put("k", "v", None).await?;
+    /// assert_eq!(client.member_list().await?.members().len(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn members(mut self, count: usize) -> Self {
+        self.members = Some(count);
+        self
+    }
+
+    /// The initial members, in etcd's `--initial-cluster` syntax
+    /// (`infra1=http://10.0.0.1:2380,infra2=...`): their names and peer
+    /// URLs, from which their IDs come, as etcd derives them (a cluster
+    /// started with the same flags as a real one has the same IDs).
+    /// Overrides [`FakeEtcdBuilder::members`].
+    pub fn initial_cluster(mut self, spec: impl Into<String>) -> Self {
+        self.initial_cluster = Some(spec.into());
+        self
+    }
+
+    /// etcd's `--initial-cluster-token` (`etcd-cluster` unless set), which
+    /// goes into every member's ID.
+    pub fn initial_cluster_token(mut self, token: impl Into<String>) -> Self {
+        self.cluster_token = ClusterToken(token.into());
         self
     }
 
@@ -781,13 +954,9 @@ impl FakeEtcdBuilder {
     /// If no listener was given and no loopback port can be bound; with
     /// [`io::ErrorKind::InvalidInput`] if an option is out of range (a
     /// progress notify interval outside 1 ms to 365 days).
-    pub async fn start(self) -> io::Result<FakeEtcd> {
+    pub async fn start(mut self) -> io::Result<FakeEtcd> {
         let auth = self.auth_config()?;
-        let listener = match self.listener {
-            Some(listener) => listener,
-            None => TcpListener::bind(("127.0.0.1", 0)).await?,
-        };
-        let addr = listener.local_addr()?;
+        let initial = self.initial_members()?;
         #[cfg(feature = "tls")]
         let tls: Option<net::ServerTls> =
             self.tls.as_ref().map(|t| t.server_config()).transpose()?;
@@ -804,22 +973,42 @@ impl FakeEtcdBuilder {
         #[cfg(not(feature = "tls"))]
         let tls: Option<net::ServerTls> = None;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let client_urls = if self.advertise_client_urls.is_empty() {
-            vec![format!("{scheme}://{addr}")]
-        } else {
-            self.advertise_client_urls
-        };
-        let identity = Identity {
-            cluster_id: self.cluster_id.unwrap_or(DEFAULT_CLUSTER_ID),
-            member_id: self.member_id.unwrap_or(DEFAULT_MEMBER_ID),
-            name: self.name.unwrap_or_else(|| "default".to_owned()),
-            peer_urls: if self.advertise_peer_urls.is_empty() {
-                vec!["http://localhost:2380".to_owned()]
+        let mut listeners = Vec::with_capacity(initial.len());
+        for i in 0..initial.len() {
+            let listener = match self.listeners.get_mut(i).and_then(Option::take) {
+                Some(listener) => listener,
+                None => TcpListener::bind(("127.0.0.1", 0)).await?,
+            };
+            listeners.push(listener);
+        }
+        let mut members = Vec::with_capacity(initial.len());
+        for (i, ((name, peer_urls), listener)) in initial.into_iter().zip(&listeners).enumerate() {
+            let addr = listener.local_addr()?;
+            let client_urls = if i == 0 && !self.advertise_client_urls.is_empty() {
+                std::mem::take(&mut self.advertise_client_urls)
             } else {
-                self.advertise_peer_urls
-            },
-            client_urls,
-        };
+                vec![format!("{scheme}://{addr}")]
+            };
+            let id = match self.member_id {
+                Some(id) if i == 0 => id,
+                _ => cluster::member_id(&peer_urls, &self.cluster_token, None),
+            };
+            members.push(InitialMember {
+                id,
+                name,
+                peer_urls,
+                client_urls,
+            });
+        }
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let unique: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        if unique.len() != ids.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "two members have the same peer URLs",
+            ));
+        }
+        let cluster_id = self.cluster_id.unwrap_or_else(|| cluster::cluster_id(&ids));
         let progress = self
             .progress_notify_interval
             .unwrap_or(DEFAULT_PROGRESS_INTERVAL);
@@ -840,28 +1029,101 @@ impl FakeEtcdBuilder {
             }
             None => None,
         };
-        let member = Arc::new(Member::new(
-            identity,
+        let cluster = Cluster::new(cluster_id, &self.cluster_token, members);
+        let shared = Arc::new(Shared::new(
+            cluster,
             Clock::new(self.time),
             progress,
             seed,
             auth,
         ));
-        if let Some(loaded) = loaded {
-            loaded.into_core(&mut member.lock(), member.clock.now());
+        {
+            let mut core = shared.lock();
+            // A fresh member has applied its own addition, the leader's
+            // empty entry, its attributes and the cluster version; each
+            // further initial member adds its addition and attributes.
+            core.raft_index += 2 * (ids.len() as u64 - 1);
+            if let Some(loaded) = loaded {
+                loaded.into_core(&mut core, shared.clock.now());
+            }
         }
         let lifetime = CancellationToken::new();
-        net::spawn_member_tasks(&member, &lifetime);
         let failure = tokio::sync::watch::Sender::new(None);
-        let serving = spawn_incarnation(listener, &member, &lifetime, failure.clone(), tls.clone());
+        let mut servers = Vec::with_capacity(ids.len());
+        for (id, listener) in ids.into_iter().zip(listeners) {
+            let member = Arc::new(Member::new(id, Arc::clone(&shared), seed));
+            if servers.is_empty() {
+                // The cluster's timers and watch syncer run once, whichever
+                // member they are given.
+                net::spawn_member_tasks(&member, &lifetime);
+            }
+            let addr = listener.local_addr()?;
+            let serving =
+                spawn_incarnation(listener, &member, &lifetime, failure.clone(), tls.clone());
+            servers.push(Arc::new(MemberServer {
+                member,
+                addr,
+                serving: Mutex::new(serving),
+            }));
+        }
         Ok(FakeEtcd {
-            addr,
-            member,
+            shared,
+            servers: Mutex::new(servers),
             lifetime,
-            serving: Mutex::new(serving),
             failure,
             tls,
+            seed,
         })
+    }
+
+    /// Each initial member's name and peer URLs.
+    fn initial_members(&self) -> io::Result<Vec<(String, Vec<String>)>> {
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        if let Some(spec) = &self.initial_cluster {
+            let mut members: Vec<(String, Vec<String>)> = Vec::new();
+            for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                let (name, url) = entry.split_once('=').ok_or_else(|| {
+                    invalid(format!("--initial-cluster: {entry:?} is not name=peer-url"))
+                })?;
+                if !cluster::urls_are_valid(&[url.to_owned()]) {
+                    return Err(invalid(format!("--initial-cluster: bad peer URL {url:?}")));
+                }
+                // etcd gives a member several URLs by naming it several times.
+                match members.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, urls)) => urls.push(url.to_owned()),
+                    None => members.push((name.to_owned(), vec![url.to_owned()])),
+                }
+            }
+            if members.is_empty() {
+                return Err(invalid("--initial-cluster names no member".into()));
+            }
+            return Ok(members);
+        }
+        let count = self.members.unwrap_or(1);
+        if !(1..=MAX_MEMBERS).contains(&count) {
+            return Err(invalid(format!(
+                "a cluster has from 1 to {MAX_MEMBERS} members, not {count}"
+            )));
+        }
+        if count == 1 {
+            let name = self.name.clone().unwrap_or_else(|| "default".to_owned());
+            let peer_urls = if self.advertise_peer_urls.is_empty() {
+                vec!["http://localhost:2380".to_owned()]
+            } else {
+                self.advertise_peer_urls.clone()
+            };
+            return Ok(vec![(name, peer_urls)]);
+        }
+        // Names and peer ports as etcd's own three-member Procfile has
+        // them (infra1 on 12380, infra2 on 22380...).
+        Ok((1..=count)
+            .map(|i| {
+                (
+                    format!("infra{i}"),
+                    vec![format!("http://127.0.0.1:{i}2380")],
+                )
+            })
+            .collect())
     }
 
     /// The auth options, checked as etcd checks its flags.
@@ -906,6 +1168,26 @@ impl FakeEtcdBuilder {
     }
 }
 
+/// The most members a fake cluster has.
+const MAX_MEMBERS: usize = 7;
+
+/// etcd's `--initial-cluster-token`.
+#[derive(Debug, Clone)]
+struct ClusterToken(String);
+
+impl Default for ClusterToken {
+    fn default() -> Self {
+        Self(DEFAULT_CLUSTER_TOKEN.to_owned())
+    }
+}
+
+impl std::ops::Deref for ClusterToken {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Why a control on a [`FakeEtcd`] (or an option of its builder) was
 /// refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -933,6 +1215,31 @@ pub enum ControlError {
     /// A progress notify interval outside what the fake takes.
     #[error("progress notify interval {0:?} is out of range: it must be from 1ms to 365 days")]
     ProgressInterval(Duration),
+    /// No member has this ID (never added, or removed).
+    #[error("no member {0:x} in the cluster")]
+    NoSuchMember(u64),
+    /// The member is not in the state the control needs (starting one
+    /// that runs, say).
+    #[error("member {id:x} is {state}: cannot {control} it")]
+    MemberState {
+        /// The member's ID.
+        id: u64,
+        /// Its state, in words.
+        state: &'static str,
+        /// What was asked.
+        control: &'static str,
+    },
+    /// A member's server could not listen again.
+    #[error("member {id:x} cannot listen: {error}")]
+    Listen {
+        /// The member's ID.
+        id: u64,
+        /// Why, in words.
+        error: String,
+    },
+    /// etcd refused a leader move.
+    #[error("{0}")]
+    MoveLeader(String),
 }
 
 /// Whether [`FakeEtcdBuilder::progress_notify_interval`] takes `interval`:

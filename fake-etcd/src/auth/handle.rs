@@ -89,8 +89,8 @@ impl FakeEtcd {
     /// # }
     /// ```
     pub fn auth(&self) -> AuthState {
-        let now = self.member.clock.now();
-        let core = self.member.lock();
+        let now = self.shared.clock.now();
+        let core = self.shared.lock();
         let auth = &core.auth;
         let users = auth
             .users()
@@ -145,6 +145,6 @@ impl FakeEtcd {
     /// client that logs in again gets a fresh one. Returns how many
     /// expired.
     pub fn expire_auth_tokens(&self, user: Option<&str>) -> usize {
-        self.member.lock().auth.tokens.expire(user)
+        self.shared.lock().auth.tokens.expire(user)
     }
 }

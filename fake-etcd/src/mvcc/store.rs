@@ -59,7 +59,7 @@ impl KeyRange {
 }
 
 /// The multi-version store. See the [module docs](super).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Store {
     keys: BTreeMap<Bytes, KeyHistory>,
     /// Every write's events by revision, for watchers that start in the past

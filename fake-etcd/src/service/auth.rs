@@ -81,6 +81,7 @@ macro_rules! auth_rpc {
             let response = $effect.map_err(EtcdError::from)?;
             Ok(Applied::response(response))
         })
+        .await
     };
 }
 
@@ -152,7 +153,8 @@ impl Auth for AuthService {
                     },
                     stale,
                 }))
-            })?;
+            })
+            .await?;
             let Authenticated { response, stale } = outcome.into_inner();
             if !stale {
                 return Ok(Response::new(response));

@@ -212,8 +212,8 @@ impl Authorize for pb::TxnRequest {
 }
 
 /// Only root: the RPCs etcd's `AuthAdmin` and `authMaintenanceServer`
-/// guard (Compact, alarm changes, leader moves, downgrades; membership changes, which
-/// the fake does not serve, answer `Unimplemented` first).
+/// guard (Compact, alarm changes, leader moves, downgrades, membership
+/// changes).
 macro_rules! admin_only {
     ($($request:ty),*) => {$(
         impl Authorize for $request {
@@ -256,7 +256,11 @@ macro_rules! admin_only_unmapped {
 admin_only!(
     pb::CompactionRequest,
     pb::DowngradeRequest,
-    pb::MoveLeaderRequest
+    pb::MoveLeaderRequest,
+    pb::MemberAddRequest,
+    pb::MemberRemoveRequest,
+    pb::MemberUpdateRequest,
+    pb::MemberPromoteRequest
 );
 identified!(
     pb::LeaseGrantRequest,

@@ -34,6 +34,7 @@ impl Kv for KvService {
         serve(&self.member, request, |core, req, _| {
             apply::range(&core.store, req).map(Applied::response)
         })
+        .await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -42,6 +43,7 @@ impl Kv for KvService {
             let (response, events) = apply::put(store, leases, req)?;
             Ok(Applied::with_events(response, events))
         })
+        .await
     }
 
     async fn delete_range(
@@ -53,6 +55,7 @@ impl Kv for KvService {
             let (response, events) = apply::delete_range(store, leases, req);
             Ok(Applied::with_events(response, events))
         })
+        .await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -61,6 +64,7 @@ impl Kv for KvService {
             let (response, events) = apply::txn(store, leases, req)?;
             Ok(Applied::with_events(response, events))
         })
+        .await
     }
 
     async fn compact(
@@ -71,5 +75,6 @@ impl Kv for KvService {
             core.store.compact(req.revision)?;
             Ok(Applied::response(CompactionResponse::default()))
         })
+        .await
     }
 }

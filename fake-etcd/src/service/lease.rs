@@ -15,8 +15,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{authorize, serve};
 use crate::auth::Credentials;
+use crate::cluster::Path;
 use crate::error::EtcdError;
-use crate::member::{Applied, Member};
+use crate::member::{Applied, Member, Route};
 
 /// The Lease service of one member.
 #[derive(Debug, Clone)]
@@ -49,9 +50,10 @@ impl Lease for LeaseService {
                 ttl: lease.ttl,
                 error: String::new(),
             }))
-        })?;
+        })
+        .await?;
         // The new lease's deadline may be the soonest timer now.
-        self.member.timer_wakeup.notify_one();
+        self.member.shared.timer_wakeup.notify_one();
         Ok(response)
     }
 
@@ -63,6 +65,7 @@ impl Lease for LeaseService {
             let events = core.revoke(req.id).map_err(EtcdError::from)?;
             Ok(Applied::with_events(LeaseRevokeResponse::default(), events))
         })
+        .await
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -71,6 +74,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        // A learner serves no stream.
+        self.member
+            .wait_for_route(Route {
+                path: Path::Local,
+                learner_ok: false,
+                require_leader: super::requires_leader(&request),
+            })
+            .await?;
         let member = Arc::clone(&self.member);
         let credentials = authorize::credentials(&request);
         let mut requests = request.into_inner();
@@ -83,7 +94,7 @@ impl Lease for LeaseService {
             loop {
                 let next = tokio::select! {
                     request = requests.next() => match request {
-                        Some(Ok(req)) => keep_alive(&member, &credentials, &req),
+                        Some(Ok(req)) => keep_alive(&member, &credentials, &req).await,
                         Some(Err(status)) => Err(status),
                         None => return,
                     },
@@ -132,6 +143,7 @@ impl Lease for LeaseService {
             };
             Ok(Applied::response(response))
         })
+        .await
     }
 
     async fn lease_leases(
@@ -149,22 +161,31 @@ impl Lease for LeaseService {
                 leases,
             }))
         })
+        .await
     }
 }
 
 /// Renews one lease: the granted TTL if it is alive, 0 if it is unknown or
 /// has expired (the stream stays open either way). A caller who may not
 /// write the lease's keys ends the stream with etcd's error.
-fn keep_alive(
+async fn keep_alive(
     member: &Member,
     credentials: &Credentials,
     request: &LeaseKeepAliveRequest,
 ) -> Result<LeaseKeepAliveResponse, Status> {
-    let now = member.clock.now();
+    // A renewal is forwarded to the leader, and waits for one.
+    member
+        .wait_for_route(Route {
+            path: Path::Leader,
+            learner_ok: false,
+            require_leader: false,
+        })
+        .await?;
+    let now = member.shared.clock.now();
     let mut core = member.lock();
     super::arrive(&mut core, request, credentials, now)?;
     // The header's revision is taken before the renewal, as etcd does.
-    let header = Some(core.header_source().at(core.store.revision()));
+    let header = Some(member.header_source(&core).at(core.store.revision()));
     let id = request.id;
     let ttl = core.lessor.renew(id, now).unwrap_or(0);
     Ok(LeaseKeepAliveResponse { header, id, ttl })

@@ -52,28 +52,36 @@ impl Maintenance for MaintenanceService {
                 alarms,
             }))
         })
+        .await
     }
 
     async fn status(
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let leader = self.member.identity.member_id;
+        let id = self.member.id();
         serve(&self.member, request, |core, _, _| {
             let db_size = EMPTY_DB_BYTES + BYTES_PER_KEY * core.store.retained_keys() as i64;
+            let leader = core.cluster.leader_seen_by(id);
+            let mut errors = Vec::new();
+            if leader.is_none() {
+                errors.push(EtcdError::NoLeader.to_string());
+            }
+            errors.extend(core.alarm_errors());
             Ok(Applied::response(StatusResponse {
                 header: None,
                 version: ETCD_VERSION.to_owned(),
                 db_size,
-                leader,
+                leader: leader.unwrap_or(0),
                 raft_index: core.raft_index,
                 raft_term: core.raft_term,
                 raft_applied_index: core.raft_index,
-                errors: core.alarm_errors(),
+                errors,
                 db_size_in_use: db_size,
-                is_learner: false,
+                is_learner: core.cluster.member(id).is_some_and(|m| m.is_learner),
             }))
         })
+        .await
     }
 
     async fn defragment(
@@ -90,12 +98,13 @@ impl Maintenance for MaintenanceService {
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let member = &self.member;
         serve(member, request, |core, _, _| {
-            let buckets = snapshot::buckets(core, member.membership());
+            let buckets = snapshot::buckets(core);
             Ok(Applied::response(HashResponse {
                 header: None,
                 hash: snapshot::hash(&buckets),
             }))
         })
+        .await
     }
 
     async fn hash_kv(
@@ -110,6 +119,7 @@ impl Maintenance for MaintenanceService {
                 compact_revision,
             }))
         })
+        .await
     }
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
@@ -124,7 +134,7 @@ impl Maintenance for MaintenanceService {
         // transaction.
         let database = {
             let core = self.member.lock();
-            snapshot::save(&core, self.member.membership())
+            snapshot::save(&core)
         };
         let checksum = Bytes::copy_from_slice(&Sha256::digest(&database));
         let database = Bytes::from(database);
@@ -159,16 +169,32 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        // A single member is always the leader: moving leadership to it is
-        // done at once, and there is no other member to move it to (an
-        // unknown ID and 0 are refused alike, as etcd refuses them). etcd
-        // answers with no header.
+        // Only the leader moves leadership; to itself is done at once. A
+        // new leader means a new term, and leases renewed. etcd answers with
+        // no header.
         let credentials = authorize::credentials(&request);
         authorize_arrival(&self.member, request.get_ref(), &credentials)?;
-        if request.into_inner().target_id != self.member.identity.member_id {
-            return Err(EtcdError::BadLeaderTransferee.into());
+        let target = request.into_inner().target_id;
+        let asked = self.member.id();
+        let shared = &self.member.shared;
+        let moved = shared.change_cluster(|core| {
+            let moved = core.cluster.move_leader(asked, target)?;
+            if moved {
+                core.change_leader(shared.clock.now());
+            }
+            Ok(moved)
+        });
+        match moved {
+            Ok(_) => Ok(Response::new(MoveLeaderResponse::default())),
+            // The transferee cannot catch up: etcd gives up at the request
+            // timeout.
+            Err(EtcdError::LeaderTransferTimedOut) => {
+                let deadline = shared.clock.now() + REQUEST_TIMEOUT;
+                shared.clock.sleep_until(deadline).await;
+                Err(EtcdError::LeaderTransferTimedOut.into())
+            }
+            Err(err) => Err(err.into()),
         }
-        Ok(Response::new(MoveLeaderResponse::default()))
     }
 
     async fn downgrade(
@@ -195,14 +221,15 @@ impl Maintenance for MaintenanceService {
                 header: None,
                 version: crate::core::cluster_version(),
             }))
-        })?;
+        })
+        .await?;
         if action == Ok(DowngradeAction::Validate) {
             return Ok(response);
         }
         // etcd 3.5 applies ENABLE and CANCEL but never wakes the request
         // that proposed them: it times out, on the member's clock.
-        let deadline = self.member.clock.now() + REQUEST_TIMEOUT;
-        self.member.clock.sleep_until(deadline).await;
+        let deadline = self.member.shared.clock.now() + REQUEST_TIMEOUT;
+        self.member.shared.clock.sleep_until(deadline).await;
         Err(EtcdError::RequestTimedOut.into())
     }
 }

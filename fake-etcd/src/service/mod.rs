@@ -40,17 +40,33 @@ use prost::Message;
 use tonic::{Response, Status};
 
 use crate::auth::{AuthInfo, Credentials};
+use crate::cluster::Path;
 use crate::core::Core;
 use crate::error::EtcdError;
 use crate::header::HasHeader;
 use crate::limits::check_raft_size;
-use crate::member::{Access, Applied, Member};
+use crate::member::{Access, Applied, Member, Route};
 use authorize::Authorize;
 
 /// A request of etcd's API, as the pipeline sees it.
 pub(crate) trait EtcdRequest: Message + Authorize {
     /// How it goes through the member: a read, or a write through raft.
     fn access(&self) -> Access;
+
+    /// How it reaches the data, which decides what a member out of touch
+    /// with the leader does with it: a read is local unless it says
+    /// otherwise, a write is a proposal.
+    fn path(&self) -> Path {
+        match self.access() {
+            Access::Read => Path::Local,
+            Access::Write | Access::WriteData => Path::Proposal,
+        }
+    }
+
+    /// Whether a learner serves it: only `Status` and serializable ranges.
+    fn learner_ok(&self) -> bool {
+        false
+    }
 
     /// etcd's checks on arrival (`v3rpc`), before any state is looked at.
     fn validate(&self) -> Result<(), EtcdError> {
@@ -60,19 +76,28 @@ pub(crate) trait EtcdRequest: Message + Authorize {
 
 /// Runs a unary request through every stage of the pipeline: `apply` is
 /// what the RPC does to the core, given the member's time.
-pub(crate) fn serve<Q, R>(
+pub(crate) async fn serve<Q, R>(
     member: &Member,
     request: tonic::Request<Q>,
-    apply: impl FnOnce(&mut Core, &Q, Duration) -> Result<Applied<R>, EtcdError>,
+    apply: impl FnOnce(&mut Core, &Q, Duration) -> Result<Applied<R>, EtcdError> + Send,
 ) -> Result<Response<R>, Status>
 where
     Q: EtcdRequest,
     R: HasHeader,
 {
+    let require_leader = requires_leader(&request);
     let (request, credentials) = admit(request)?;
+    let stale = member
+        .wait_for_route(Route {
+            path: request.path(),
+            learner_ok: request.learner_ok(),
+            require_leader,
+        })
+        .await?;
     let access = request.access();
     let response = member.apply(
         access,
+        stale,
         |core, now| arrive(core, &request, &credentials, now),
         |core, caller, now| {
             if core.auth.enabled() {
@@ -82,6 +107,15 @@ where
         },
     )?;
     Ok(Response::new(response))
+}
+
+/// Whether the client asked to be answered only by a member with a leader
+/// (clientv3's `WithRequireLeader`: metadata `hasleader: true`).
+pub(crate) fn requires_leader<Q>(request: &tonic::Request<Q>) -> bool {
+    request
+        .metadata()
+        .get("hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true")
 }
 
 /// The stages before a request touches the member: its credentials,
@@ -127,30 +161,75 @@ pub(crate) fn authorize_arrival<Q: Authorize>(
     request: &Q,
     credentials: &Credentials,
 ) -> Result<Option<AuthInfo>, EtcdError> {
-    let now = member.clock.now();
+    let now = member.shared.clock.now();
     arrive(&mut member.lock(), request, credentials, now)
 }
 
 /// Declares how requests of each type go through the member.
 macro_rules! etcd_requests {
-    ($($request:ty => $access:expr $(, validate = $validate:path)?;)*) => {
+    ($($request:ty => $access:expr
+        $(, validate = $validate:expr)?
+        $(, path = $path:expr)?
+        $(, learner_ok = $learner:expr)?;)*) => {
         $(impl EtcdRequest for $request {
             fn access(&self) -> Access {
                 #[allow(clippy::redundant_closure_call)]
                 ($access)(self)
             }
             $(fn validate(&self) -> Result<(), EtcdError> {
-                $validate(self)
+                #[allow(clippy::redundant_closure_call)]
+                ($validate)(self)
+            })?
+            $(fn path(&self) -> Path {
+                #[allow(clippy::redundant_closure_call)]
+                ($path)(self)
+            })?
+            $(fn learner_ok(&self) -> bool {
+                #[allow(clippy::redundant_closure_call)]
+                ($learner)(self)
             })?
         })*
     };
+}
+
+/// A range's path: a serializable one is answered locally.
+fn range_path(range: &pb::RangeRequest) -> Path {
+    if range.serializable {
+        Path::Local
+    } else {
+        Path::ReadIndex
+    }
+}
+
+/// A txn's path: a write is a proposal; a read is linearizable unless
+/// every range in it (nested ones too) is serializable, as etcd's
+/// `isTxnSerializable` decides.
+fn txn_path(txn: &pb::TxnRequest) -> Path {
+    fn serializable(txn: &pb::TxnRequest) -> bool {
+        txn.success.iter().chain(&txn.failure).all(|op| {
+            use pb::request_op::Request;
+            match &op.request {
+                Some(Request::RequestRange(range)) => range.serializable,
+                Some(Request::RequestTxn(txn)) => serializable(txn),
+                _ => true,
+            }
+        })
+    }
+    if !kv_apply::is_txn_read_only(txn) {
+        Path::Proposal
+    } else if serializable(txn) {
+        Path::Local
+    } else {
+        Path::ReadIndex
+    }
 }
 
 use crate::kv::{apply as kv_apply, validate as kv_validate};
 use etcd_proto::etcdserverpb as pb;
 
 etcd_requests! {
-    pb::RangeRequest => |_| Access::Read, validate = kv_validate::check_range;
+    pb::RangeRequest => |_| Access::Read, validate = kv_validate::check_range,
+        path = range_path, learner_ok = |range: &pb::RangeRequest| range.serializable;
     pb::PutRequest => |_| Access::WriteData, validate = kv_validate::check_put;
     pb::DeleteRangeRequest => |_| Access::Write, validate = kv_validate::check_delete;
     pb::TxnRequest => |txn: &pb::TxnRequest| {
@@ -161,20 +240,35 @@ etcd_requests! {
         } else {
             Access::Write
         }
-    }, validate = kv_validate::check_txn;
+    }, validate = kv_validate::check_txn, path = txn_path;
     pb::CompactionRequest => |_| Access::Write;
     pb::LeaseGrantRequest => |_| Access::WriteData;
     pb::LeaseRevokeRequest => |_| Access::Write;
-    pb::LeaseTimeToLiveRequest => |_| Access::Read;
+    // Lease lookups and renewals are forwarded to the leader.
+    pb::LeaseTimeToLiveRequest => |_| Access::Read, path = |_| Path::Leader;
     pb::LeaseLeasesRequest => |_| Access::Read;
     pb::AlarmRequest => |_| Access::Write;
-    pb::StatusRequest => |_| Access::Read;
+    pb::StatusRequest => |_| Access::Read, learner_ok = |_| true;
     pb::HashKvRequest => |_| Access::Read;
     pb::HashRequest => |_| Access::Read;
     // ENABLE and CANCEL are checked before they are proposed: the handler
     // counts their raft entry only once they pass.
-    pb::DowngradeRequest => |_| Access::Read;
-    pb::MemberListRequest => |_| Access::Read;
+    pb::DowngradeRequest => |_| Access::Read, path = |_| Path::Proposal;
+    pb::MemberListRequest => |_| Access::Read, path = |list: &pb::MemberListRequest| {
+        if list.linearizable { Path::ReadIndex } else { Path::Local }
+    };
+    // Membership changes are configuration changes through raft.
+    pb::MemberAddRequest => |_| Access::Write, validate = |add: &pb::MemberAddRequest| {
+        // etcd parses the URLs before anything else.
+        if crate::cluster::urls_are_valid(&add.peer_ur_ls) {
+            Ok(())
+        } else {
+            Err(EtcdError::BadMemberUrls)
+        }
+    };
+    pb::MemberRemoveRequest => |_| Access::Write;
+    pb::MemberUpdateRequest => |_| Access::Write;
+    pb::MemberPromoteRequest => |_| Access::Write;
     // Every Auth RPC goes through raft, reads included.
     pb::AuthEnableRequest => |_| Access::Write;
     pb::AuthDisableRequest => |_| Access::Write;

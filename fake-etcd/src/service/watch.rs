@@ -23,9 +23,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authorize;
 use crate::auth::permissions::Need;
 use crate::auth::Credentials;
+use crate::cluster::Path;
 use crate::core::Core;
 use crate::error::{go_status_text, EtcdError};
-use crate::member::Member;
+use crate::member::{Member, Route};
 use crate::watch::{Outbox, StreamId, STREAM_BUFFER};
 
 /// The Watch service of one member.
@@ -63,13 +64,22 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // A learner serves no stream; with `hasleader`, a member without a
+        // leader refuses it at once.
+        self.member
+            .wait_for_route(Route {
+                path: Path::Local,
+                learner_ok: false,
+                require_leader: super::requires_leader(&request),
+            })
+            .await?;
         let credentials = authorize::credentials(&request);
         let (outbox, responses) = mpsc::channel(STREAM_BUFFER);
         let (end, ended) = oneshot::channel();
-        let now = self.member.clock.now();
+        let now = self.member.shared.clock.now();
         let (stream, lagging) = self.member.lock().watchers.open_stream(outbox.clone(), now);
         // Its progress deadline may be the soonest timer now.
-        self.member.timer_wakeup.notify_one();
+        self.member.shared.timer_wakeup.notify_one();
         let member = Arc::clone(&self.member);
         let injected_end = self
             .faults
@@ -90,6 +100,7 @@ impl Watch for WatchService {
             tokio::sync::watch::channel(false).1
         };
         let stall = WatchStream::new(stall);
+        let cluster_changes = WatchStream::new(self.member.shared.changes.subscribe());
         Ok(Response::new(Responses {
             responses,
             ended: Some(ended),
@@ -97,6 +108,9 @@ impl Watch for WatchService {
             member: Arc::clone(&self.member),
             stall,
             stalled: false,
+            cluster_changes,
+            out_of_touch: false,
+            held: None,
         }))
     }
 }
@@ -147,11 +161,11 @@ async fn serve_requests(
         let Ok(permit) = outbox.reserve().await else {
             return;
         };
-        let now = member.clock.now();
+        let now = member.shared.clock.now();
         let mut core = member.lock();
         if let RequestUnion::CreateRequest(create) = &request {
             if let Err(denied) = authorize_watch(&mut core, &credentials, create, now) {
-                permit.send(denied_watch(&core, &denied));
+                permit.send(denied_watch(&member, &core, &denied));
                 continue;
             }
         }
@@ -208,9 +222,9 @@ fn authorize_watch(
 /// A watch refused by auth: created and canceled at once, with the full
 /// status as the reason and watch ID -1 (the 3.5 tip's answer), while the
 /// stream stays open.
-fn denied_watch(core: &Core, denied: &EtcdError) -> WatchResponse {
+fn denied_watch(member: &Member, core: &Core, denied: &EtcdError) -> WatchResponse {
     WatchResponse {
-        header: Some(core.header_source().at(core.store.revision())),
+        header: Some(member.header_source(core).at(core.store.revision())),
         watch_id: -1,
         created: true,
         canceled: true,
@@ -243,6 +257,30 @@ pub(crate) struct Responses {
     /// The injected stall switch: nothing is delivered while it is on.
     stall: WatchStream<bool>,
     stalled: bool,
+    /// Changes of the cluster: while the member is out of touch with the
+    /// leader, events and progress notifications are held (creations and
+    /// cancellations still come), as an isolated etcd member's watchers
+    /// see nothing new until it is back.
+    cluster_changes: WatchStream<()>,
+    out_of_touch: bool,
+    /// A response held while out of touch, with every later one behind it.
+    held: Option<WatchResponse>,
+}
+
+impl Responses {
+    /// Whether a response may go out while the member is out of touch:
+    /// one that says what happened to a watcher, with no events.
+    fn passes_out_of_touch(response: &WatchResponse) -> bool {
+        (response.created || response.canceled) && response.events.is_empty()
+    }
+
+    /// A response as this member sends it: with its own ID in the header.
+    fn from_member(&self, mut response: WatchResponse) -> WatchResponse {
+        if let Some(header) = response.header.as_mut() {
+            header.member_id = self.member.id();
+        }
+        response
+    }
 }
 
 impl std::fmt::Debug for Responses {
@@ -261,14 +299,36 @@ impl Stream for Responses {
         while let Poll::Ready(Some(stalled)) = Pin::new(&mut self.stall).poll_next(cx) {
             self.stalled = stalled;
         }
+        let mut cluster_changed = false;
+        while let Poll::Ready(Some(())) = Pin::new(&mut self.cluster_changes).poll_next(cx) {
+            cluster_changed = true;
+        }
+        if cluster_changed {
+            let id = self.member.id();
+            let in_sync = self.member.lock().cluster.in_sync(id);
+            self.out_of_touch = !in_sync;
+        }
         if self.stalled {
             return Poll::Pending;
+        }
+        if let Some(held) = self.held.take() {
+            if self.out_of_touch {
+                self.held = Some(held);
+                return Poll::Pending;
+            }
+            let held = self.from_member(held);
+            return Poll::Ready(Some(Ok(held)));
         }
         let closed = match self.responses.poll_recv(cx) {
             Poll::Ready(Some(response)) => {
                 if self.lagging.swap(false, Ordering::AcqRel) {
-                    self.member.watch_sync.notify_one();
+                    self.member.shared.watch_sync.notify_one();
                 }
+                if self.out_of_touch && !Self::passes_out_of_touch(&response) {
+                    self.held = Some(response);
+                    return Poll::Pending;
+                }
+                let response = self.from_member(response);
                 return Poll::Ready(Some(Ok(response)));
             }
             Poll::Ready(None) => true,

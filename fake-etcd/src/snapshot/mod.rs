@@ -32,14 +32,6 @@ use crate::kv::LeaseAttachments;
 use crate::mvcc::Store;
 use crate::revision::Revision;
 
-/// Who the member is, as the `members` and `meta` buckets record it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Membership<'a> {
-    pub(crate) member_id: u64,
-    pub(crate) name: &'a str,
-    pub(crate) peer_urls: &'a [String],
-}
-
 /// etcd's `leasepb.Lease`, as the `lease` bucket holds it.
 #[derive(Clone, PartialEq, prost::Message)]
 struct LeaseRecord {
@@ -84,7 +76,7 @@ fn u64_bytes(value: u64) -> Vec<u8> {
 }
 
 /// The buckets etcd 3.5 would hold for this member's state.
-pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
+pub(crate) fn buckets(core: &Core) -> bolt::Buckets {
     let bucket = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().collect::<BTreeMap<_, _>>();
     let mut buckets = bolt::Buckets::new();
 
@@ -174,27 +166,56 @@ pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
         .collect();
     buckets.insert(b"lease".to_vec(), bucket(leases));
 
-    let urls: Vec<String> = member.peer_urls.iter().map(|u| json_string(u)).collect();
-    let record = format!(
-        "{{\"id\":{},\"peerURLs\":[{}],\"name\":{}}}",
-        member.member_id,
-        urls.join(","),
-        json_string(member.name)
-    );
-    buckets.insert(
-        b"members".to_vec(),
-        bucket(vec![(
+    // etcd's membership.Member as JSON; `isLearner` only when set.
+    let members = core
+        .cluster
+        .members()
+        .map(|m| {
+            let urls: Vec<String> = m.peer_urls.iter().map(|u| json_string(u)).collect();
+            let learner = if m.is_learner {
+                ",\"isLearner\":true"
+            } else {
+                ""
+            };
+            let record = format!(
+                "{{\"id\":{},\"peerURLs\":[{}],\"name\":{}{learner}}}",
+                m.id,
+                urls.join(","),
+                json_string(&m.name)
+            );
             // etcd's types.ID: hex, no padding.
-            format!("{:x}", member.member_id).into_bytes(),
-            record.into_bytes(),
-        )]),
-    );
-    buckets.insert(b"members_removed".to_vec(), BTreeMap::new());
+            (format!("{:x}", m.id).into_bytes(), record.into_bytes())
+        })
+        .collect();
+    buckets.insert(b"members".to_vec(), bucket(members));
+    let removed = core
+        .cluster
+        .removed()
+        .map(|id| (format!("{id:x}").into_bytes(), b"removed".to_vec()))
+        .collect();
+    buckets.insert(b"members_removed".to_vec(), bucket(removed));
 
+    let ids = |learners: bool| -> Vec<String> {
+        core.cluster
+            .members()
+            .filter(|m| m.is_learner == learners)
+            .map(|m| m.id.to_string())
+            .collect()
+    };
+    let (voters, learners) = (ids(false), ids(true));
+    let learners = if learners.is_empty() {
+        String::new()
+    } else {
+        format!(",\"learners\":[{}]", learners.join(","))
+    };
     let mut meta = vec![
         (
             b"confState".to_vec(),
-            format!("{{\"voters\":[{}],\"auto_leave\":false}}", member.member_id).into_bytes(),
+            format!(
+                "{{\"voters\":[{}]{learners},\"auto_leave\":false}}",
+                voters.join(",")
+            )
+            .into_bytes(),
         ),
         (b"consistent_index".to_vec(), u64_bytes(core.raft_index)),
         (b"term".to_vec(), u64_bytes(core.raft_term)),
@@ -210,9 +231,9 @@ pub(crate) fn buckets(core: &Core, member: Membership<'_>) -> bolt::Buckets {
 }
 
 /// The member's state as an etcd snapshot: a bbolt database file.
-pub(crate) fn save(core: &Core, member: Membership<'_>) -> Vec<u8> {
+pub(crate) fn save(core: &Core) -> Vec<u8> {
     // The transaction ID only orders the two meta pages.
-    bolt::write(&buckets(core, member), core.raft_index.max(2))
+    bolt::write(&buckets(core), core.raft_index.max(2))
 }
 
 /// The value of `Maintenance.Hash`: crc32c of every bucket's name and
