@@ -377,10 +377,13 @@ impl Core {
 
     /// When [`Core::run_timers`] next has something to do.
     pub(crate) fn next_timer(&self) -> Option<Duration> {
-        match (
-            self.lessor.next_deadline(),
-            self.watchers.next_progress_deadline(),
-        ) {
+        // Without a leader no lease expires: its deadline is no timer (one
+        // already past would wake the timer task in a loop).
+        let lease_deadline = self
+            .cluster
+            .effective_leader()
+            .and_then(|_| self.lessor.next_deadline());
+        match (lease_deadline, self.watchers.next_progress_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
