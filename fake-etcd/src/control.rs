@@ -25,6 +25,10 @@
 //! | `POST /v1/change-leader` | a leader election |
 //! | `GET /v1/auth` | auth enabled, auth revision, users, roles and permissions, live tokens |
 //! | `POST /v1/expire-auth-tokens?user=NAME` | expire that user's simple tokens now (every user's without `user`) |
+//! | `GET /v1/members` | every member: ID (hex, as etcdctl prints it), name, endpoint, state, leader, learner |
+//! | `POST /v1/stop-member?id=HEX`, `start-member`, `pause-member`, `resume-member`, `isolate-member`, `heal-member` | one member's faults |
+//! | `POST /v1/start-added-member?id=HEX&name=NAME` | start a member added by `member add` |
+//! | `POST /v1/move-leader?to=HEX` | move leadership, as `etcdctl move-leader` |
 //!
 //! `rpc` takes `Put`, `KV/Put` or `any`; `code` a gRPC code name
 //! (`unavailable`) or number; `message` defaults to etcd's text for
@@ -354,7 +358,85 @@ pub const CONTROLS: &[Control] = &[
         }],
         help: "expire simple tokens now, as their TTL lapsing would",
     },
+    Control {
+        name: "members",
+        method: "GET",
+        bare: None,
+        params: &[],
+        help: "every member: id, name, endpoint, state, leader, learner",
+    },
+    Control {
+        name: "stop-member",
+        method: "POST",
+        bare: Some("id"),
+        params: &[MEMBER_ID],
+        help: "stop a member: its connections close, its port refuses",
+    },
+    Control {
+        name: "start-member",
+        method: "POST",
+        bare: Some("id"),
+        params: &[MEMBER_ID],
+        help: "start a stopped member again",
+    },
+    Control {
+        name: "pause-member",
+        method: "POST",
+        bare: Some("id"),
+        params: &[MEMBER_ID],
+        help: "freeze a member, as SIGSTOP",
+    },
+    Control {
+        name: "resume-member",
+        method: "POST",
+        bare: Some("id"),
+        params: &[MEMBER_ID],
+        help: "unfreeze a paused member",
+    },
+    Control {
+        name: "isolate-member",
+        method: "POST",
+        bare: Some("id"),
+        params: &[MEMBER_ID],
+        help: "cut a member off from the others (it still serves clients)",
+    },
+    Control {
+        name: "heal-member",
+        method: "POST",
+        bare: Some("id"),
+        params: &[MEMBER_ID],
+        help: "reconnect an isolated member",
+    },
+    Control {
+        name: "start-added-member",
+        method: "POST",
+        bare: Some("id"),
+        params: &[
+            MEMBER_ID,
+            Param {
+                name: "name",
+                help: "its name, as etcd's --name",
+            },
+        ],
+        help: "start a member added by `member add`",
+    },
+    Control {
+        name: "move-leader",
+        method: "POST",
+        bare: Some("to"),
+        params: &[Param {
+            name: "to",
+            help: "the new leader's member ID, in hex",
+        }],
+        help: "move leadership (term +1, leases renewed)",
+    },
 ];
+
+/// A member's ID, as etcdctl prints it.
+const MEMBER_ID: Param = Param {
+    name: "id",
+    help: "the member's ID, in hex as etcdctl prints it",
+};
 
 /// Every control with its method, parameters and what it does, for
 /// `fake-etcd ctl --help`.
@@ -438,6 +520,7 @@ async fn dispatch(
             "time": format!("{:?}", etcd.time_source()).to_lowercase(),
             "seed": etcd.seed(),
             "endpoint": etcd.endpoint(),
+            "endpoints": etcd.endpoints(),
             "paused": etcd.is_paused(),
             "watches_stalled": etcd.watches_stalled(),
             "faults": etcd.active_faults(),
@@ -602,10 +685,74 @@ async fn dispatch(
             etcd.change_leader();
             Ok(json!({ "raft_term": etcd.raft_term() }))
         }
+        ("GET", "/v1/members") => {
+            let members: Vec<Value> = etcd
+                .members()
+                .into_iter()
+                .map(|m| {
+                    json!({
+                        "id": format!("{:x}", m.id),
+                        "name": m.name,
+                        "endpoint": m.endpoint,
+                        "state": format!("{:?}", m.state).to_lowercase(),
+                        "leader": m.is_leader,
+                        "learner": m.is_learner,
+                    })
+                })
+                .collect();
+            Ok(json!({ "members": members }))
+        }
+        ("POST", "/v1/stop-member") => {
+            member_control(etcd.stop_member(member_id(query, "id")?).await)
+        }
+        ("POST", "/v1/start-member") => {
+            member_control(etcd.start_member(member_id(query, "id")?).await)
+        }
+        ("POST", "/v1/pause-member") => member_control(etcd.pause_member(member_id(query, "id")?)),
+        ("POST", "/v1/resume-member") => {
+            member_control(etcd.resume_member(member_id(query, "id")?))
+        }
+        ("POST", "/v1/isolate-member") => {
+            member_control(etcd.isolate_member(member_id(query, "id")?))
+        }
+        ("POST", "/v1/heal-member") => member_control(etcd.heal_member(member_id(query, "id")?)),
+        ("POST", "/v1/start-added-member") => {
+            let id = member_id(query, "id")?;
+            let name = query
+                .get("name")
+                .cloned()
+                .unwrap_or_else(|| format!("member-{id:x}"));
+            match etcd.start_added_member(id, &name).await {
+                Ok(endpoint) => Ok(json!({ "endpoint": endpoint })),
+                Err(err) => Err(bad(err.to_string())),
+            }
+        }
+        ("POST", "/v1/move-leader") => member_control(etcd.move_leader(member_id(query, "to")?)),
         _ => Err((
             StatusCode::NOT_FOUND,
             format!("no such control: {method} {path}"),
         )),
+    }
+}
+
+/// A member ID parameter, in hex as etcdctl prints it (`0x` allowed).
+fn member_id(query: &HashMap<String, String>, name: &str) -> Result<u64, (StatusCode, String)> {
+    let raw = query
+        .get(name)
+        .ok_or_else(|| bad(format!("give `{name}`, a member ID in hex")))?;
+    let hex = raw.strip_prefix("0x").unwrap_or(raw);
+    u64::from_str_radix(hex, 16).map_err(|_| bad(format!("`{raw}` is not a member ID in hex")))
+}
+
+/// The answer to a member control: done, or refused with the reason (an
+/// unknown member is not found).
+fn member_control(outcome: Result<(), crate::ControlError>) -> Answer {
+    match outcome {
+        Ok(()) => Ok(json!({})),
+        Err(err @ crate::ControlError::NoSuchMember(_)) => {
+            Err((StatusCode::NOT_FOUND, err.to_string()))
+        }
+        Err(err) => Err(bad(err.to_string())),
     }
 }
 

@@ -973,6 +973,18 @@ impl FakeEtcdBuilder {
         #[cfg(not(feature = "tls"))]
         let tls: Option<net::ServerTls> = None;
         let scheme = if tls.is_some() { "https" } else { "http" };
+        if self.listeners.len() > initial.len() {
+            // Serving some of them and not the others would leave clients
+            // of the rest waiting on a port nobody answers.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} client URLs for {} member(s): give one per member at most",
+                    self.listeners.len(),
+                    initial.len()
+                ),
+            ));
+        }
         let mut listeners = Vec::with_capacity(initial.len());
         for i in 0..initial.len() {
             let listener = match self.listeners.get_mut(i).and_then(Option::take) {

@@ -359,6 +359,6 @@ fn several_client_urls_are_refused_rather_than_half_served() {
     ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("serves one client URL, got 2"), "{stderr}");
+    assert!(stderr.contains("2 client URLs for 1 member(s)"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

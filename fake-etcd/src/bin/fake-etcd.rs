@@ -15,10 +15,23 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// URL to listen on for client traffic (etcd's flag; one URL, http://
-    /// or https://, the latter with --cert-file and --key-file).
+    /// URL to listen on for client traffic (etcd's flag; http:// or
+    /// https://, the latter with --cert-file and --key-file). A cluster
+    /// takes one URL per member, comma separated; members without one
+    /// listen on a free loopback port (`fake-etcd ctl members` lists them).
     #[arg(long, default_value = "http://127.0.0.1:2379")]
     listen_client_urls: String,
+    /// How many members the cluster has (1 to 7), each with its own
+    /// endpoint: see `fake-etcd ctl members` and the member controls.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
+    members: u64,
+    /// The initial members, as etcd's flag: `infra1=http://10.0.0.1:2380,...`
+    /// (names and peer URLs, from which IDs come; overrides --members).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// etcd's --initial-cluster-token, part of every member's ID.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
     /// Client URLs to advertise in `member list` (comma separated).
     #[arg(long, value_delimiter = ',')]
     advertise_client_urls: Vec<String>,
@@ -130,15 +143,24 @@ fn check_control_address(address: &str, allow_remote: bool) -> Result<(), String
 }
 
 /// The address to listen on, and whether the URL asks for TLS.
-fn listen_addr(url: &str) -> Result<(SocketAddr, bool), String> {
-    let urls: Vec<&str> = url.split(',').collect();
-    if urls.len() > 1 {
+/// Each member's client address, and whether they serve TLS (all alike).
+fn listen_addrs(urls: &str) -> Result<(Vec<SocketAddr>, bool), String> {
+    let mut addrs = Vec::new();
+    let mut schemes = std::collections::BTreeSet::new();
+    for url in urls.split(',') {
+        let (addr, tls) = listen_addr(url)?;
+        addrs.push(addr);
+        schemes.insert(tls);
+    }
+    if schemes.len() > 1 {
         return Err(format!(
-            "--listen-client-urls: fake-etcd serves one client URL, got {}: {url}",
-            urls.len()
+            "--listen-client-urls: give every member http:// or every member https://, not both: {urls}"
         ));
     }
-    let first = urls[0];
+    Ok((addrs, schemes.contains(&true)))
+}
+
+fn listen_addr(first: &str) -> Result<(SocketAddr, bool), String> {
     let (host_port, tls) = match (
         first.strip_prefix("http://"),
         first.strip_prefix("https://"),
@@ -221,18 +243,21 @@ async fn serve(args: Args) -> ExitCode {
         eprintln!("fake-etcd: {message}");
         ExitCode::FAILURE
     };
-    let (addr, https) = match listen_addr(&args.listen_client_urls) {
-        Ok(addr) => addr,
+    let (addrs, https) = match listen_addrs(&args.listen_client_urls) {
+        Ok(addrs) => addrs,
         Err(message) => return fail(message),
     };
     let tls = match tls_options(&args, https) {
         Ok(tls) => tls,
         Err(message) => return fail(message),
     };
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(err) => return fail(format!("cannot listen on {addr}: {err}")),
-    };
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => listeners.push(listener),
+            Err(err) => return fail(format!("cannot listen on {addr}: {err}")),
+        }
+    }
     let control = match args.control_listen.as_str() {
         "off" => None,
         control => match check_control_address(control, args.control_listen_allow_remote) {
@@ -252,7 +277,9 @@ async fn serve(args: Args) -> ExitCode {
         Time::Virtual => fake_etcd::TimeSource::Virtual,
     };
     let mut builder = fake_etcd::FakeEtcd::builder()
-        .listener(listener)
+        .listeners(listeners)
+        .members(args.members as usize)
+        .initial_cluster_token(args.initial_cluster_token)
         .name(args.name)
         .time(time)
         .progress_notify_interval(args.experimental_watch_progress_notify_interval)
@@ -263,6 +290,9 @@ async fn serve(args: Args) -> ExitCode {
         .advertise_peer_urls(args.initial_advertise_peer_urls);
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
+    }
+    if let Some(spec) = args.initial_cluster {
+        builder = builder.initial_cluster(spec);
     }
     if let Some(file) = &args.restore_snapshot {
         builder = builder.restore_snapshot(file);
@@ -275,6 +305,14 @@ async fn serve(args: Args) -> ExitCode {
         Err(err) => return fail(err.to_string()),
     };
     tracing::info!(endpoint = %etcd.endpoint(), seed = etcd.seed(), time = ?time, "serving etcd v3 API");
+    if etcd.members().len() > 1 {
+        for member in etcd.members() {
+            if let Some(endpoint) = member.endpoint {
+                tracing::info!(name = %member.name, id = %format!("{:x}", member.id), %endpoint, "member");
+            }
+        }
+        tracing::info!(endpoints = %etcd.endpoints().join(","), "cluster");
+    }
     if let Some(listener) = control {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving the control API");
