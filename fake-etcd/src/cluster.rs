@@ -428,7 +428,7 @@ impl Cluster {
     /// Started voters after a change, and whether they would be a quorum
     /// of `voters` (etcd's strict reconfiguration check).
     fn started_voters_are_quorum(&self, voters: usize, started: usize) -> bool {
-        started >= voters / 2 + 1
+        started > voters / 2
     }
 
     /// `MemberAdd`, after URL validation: etcd's strict reconfiguration

@@ -275,7 +275,7 @@ impl Responses {
     }
 
     /// A response as this member sends it: with its own ID in the header.
-    fn from_member(&self, mut response: WatchResponse) -> WatchResponse {
+    fn as_sent_by_member(&self, mut response: WatchResponse) -> WatchResponse {
         if let Some(header) = response.header.as_mut() {
             header.member_id = self.member.id();
         }
@@ -316,7 +316,7 @@ impl Stream for Responses {
                 self.held = Some(held);
                 return Poll::Pending;
             }
-            let held = self.from_member(held);
+            let held = self.as_sent_by_member(held);
             return Poll::Ready(Some(Ok(held)));
         }
         let closed = match self.responses.poll_recv(cx) {
@@ -328,7 +328,7 @@ impl Stream for Responses {
                     self.held = Some(response);
                     return Poll::Pending;
                 }
-                let response = self.from_member(response);
+                let response = self.as_sent_by_member(response);
                 return Poll::Ready(Some(Ok(response)));
             }
             Poll::Ready(None) => true,
