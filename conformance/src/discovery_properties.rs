@@ -75,6 +75,18 @@ pub enum Step {
     Overwrite(u8),
     /// Stop resolver `r` and start a new one in its place.
     RestartResolver(u8),
+    /// The two members the clients do not use stop for this many seconds:
+    /// no leader, so writes and keepalives wait and fail, and no lease
+    /// expires (fake only: a three-member cluster).
+    LoseQuorum(u8),
+    /// The member the clients use is cut off from the others for this many
+    /// seconds: its writes and keepalives wait and fail, its watch events
+    /// are held, and the others' leader expires the leases it cannot renew
+    /// (fake only).
+    IsolateMember(u8),
+    /// Leadership moves to the next member: term + 1, every lease renewed
+    /// (fake only).
+    MoveLeader,
 }
 
 impl std::fmt::Debug for Step {
@@ -95,6 +107,9 @@ impl std::fmt::Debug for Step {
             Self::StallKeepalives(s) => write!(f, "stall keepalives for {s}s"),
             Self::Overwrite(i) => write!(f, "overwrite instance {i}'s key"),
             Self::RestartResolver(r) => write!(f, "restart resolver {r}"),
+            Self::LoseQuorum(s) => write!(f, "the other members stop for {s}s"),
+            Self::IsolateMember(s) => write!(f, "the clients' member is cut off for {s}s"),
+            Self::MoveLeader => write!(f, "move the leader"),
         }
     }
 }
@@ -167,7 +182,11 @@ impl Profile {
         if self.fake {
             &[]
         } else {
-            &["restart etcd", "fail the next calls"]
+            &[
+                "restart etcd",
+                "fail the next calls",
+                "member faults (stopped, isolated, leader moved)",
+            ]
         }
     }
 }
@@ -207,6 +226,10 @@ pub fn schedule(profile: Profile) -> impl Strategy<Value = Vec<Step>> {
     if profile.fake {
         steps.push((1, Just(Step::Restart).boxed()));
         steps.push((1, (1..4u8).prop_map(Step::Errors).boxed()));
+        let outage = 1..=profile.max_pause;
+        steps.push((1, outage.clone().prop_map(Step::LoseQuorum).boxed()));
+        steps.push((1, outage.prop_map(Step::IsolateMember).boxed()));
+        steps.push((1, Just(Step::MoveLeader).boxed()));
     }
     proptest::collection::vec(Union::new_weighted(steps), 1..=profile.max_steps)
 }
@@ -653,7 +676,10 @@ static CASE: AtomicU64 = AtomicU64::new(0);
 async fn connect_world(seed: u64, profile: Profile) -> Result<(World, Client), String> {
     let target = Target::current();
     if profile.fake {
+        // Three members: the clients use the first; the others can fail
+        // under it.
         let etcd = FakeEtcd::builder()
+            .members(3)
             .time(TimeSource::Tokio)
             .seed(seed)
             .start()
@@ -808,6 +834,51 @@ impl World {
         }
     }
 
+    /// A fault of the cluster's members, lifted before it returns (the
+    /// fake's three-member cluster; nothing on a real etcd).
+    async fn member_fault(&self, step: &Step) -> Result<(), String> {
+        let Backend::Fake(etcd) = &self.backend else {
+            return Ok(());
+        };
+        let fault = |err: fake_etcd::ControlError| format!("{step:?}: {err}");
+        let endpoint = etcd.endpoint();
+        let members = etcd.members();
+        let home = members
+            .iter()
+            .find(|m| m.endpoint.as_deref() == Some(endpoint.as_str()))
+            .map(|m| m.id)
+            .ok_or("the clients' member is not in the cluster")?;
+        let others: Vec<u64> = members
+            .iter()
+            .map(|m| m.id)
+            .filter(|&id| id != home)
+            .collect();
+        match *step {
+            Step::LoseQuorum(seconds) => {
+                for &id in &others {
+                    etcd.stop_member(id).await.map_err(fault)?;
+                }
+                tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+                for &id in &others {
+                    etcd.start_member(id).await.map_err(fault)?;
+                }
+            }
+            Step::IsolateMember(seconds) => {
+                etcd.isolate_member(home).map_err(fault)?;
+                tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+                etcd.heal_member(home).map_err(fault)?;
+            }
+            Step::MoveLeader => {
+                let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+                let leader = etcd.leader().ok_or("no leader to move")?;
+                let at = ids.iter().position(|&id| id == leader).unwrap_or(0);
+                etcd.move_leader(ids[(at + 1) % ids.len()]).map_err(fault)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Compacts all history up to now.
     async fn compact(&self) -> Result<(), String> {
         match &self.backend {
@@ -864,6 +935,9 @@ impl World {
                 if let Backend::Fake(etcd) = &self.backend {
                     etcd.restart().await.map_err(|e| e.to_string())?;
                 }
+            }
+            Step::LoseQuorum(_) | Step::IsolateMember(_) | Step::MoveLeader => {
+                self.member_fault(step).await?;
             }
             Step::CompactGap(i) => {
                 self.start_watch_outage();
