@@ -694,7 +694,7 @@ async fn dispatch(
                         "id": format!("{:x}", m.id),
                         "name": m.name,
                         "endpoint": m.endpoint,
-                        "state": format!("{:?}", m.state).to_lowercase(),
+                        "state": m.state.as_str(),
                         "leader": m.is_leader,
                         "learner": m.is_learner,
                     })

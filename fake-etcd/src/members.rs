@@ -36,13 +36,15 @@ pub enum MemberState {
 }
 
 impl MemberState {
-    fn words(self) -> &'static str {
+    /// The state as one word, as the control API reports it (`running`,
+    /// `isolated`, `paused`, `stopped`, `not_started`).
+    pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Running => "running",
             MemberState::Isolated => "isolated",
             MemberState::Paused => "paused",
             MemberState::Stopped => "stopped",
-            MemberState::NotStarted => "not started",
+            MemberState::NotStarted => "not_started",
         }
     }
 }
@@ -362,7 +364,7 @@ impl FakeEtcd {
         } else {
             Err(ControlError::MemberState {
                 id,
-                state: state.words(),
+                state: state.as_str(),
                 control,
             })
         }
