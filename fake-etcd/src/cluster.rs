@@ -271,6 +271,15 @@ impl Cluster {
         self.effective_leader().is_some() && self.members.get(&id).is_some_and(|m| m.up())
     }
 
+    /// Whether every member is a voter in touch with a working leader: no
+    /// request of any member waits, reads stale or is refused by the
+    /// cluster.
+    pub(crate) fn all_in_sync(&self) -> bool {
+        self.members
+            .values()
+            .all(|m| !m.is_learner && self.in_sync(m.id))
+    }
+
     /// The member's stale view, while it is out of touch.
     pub(crate) fn stale_view(&self, id: u64) -> Option<&StaleView> {
         self.members.get(&id)?.stale.as_deref()
@@ -633,8 +642,10 @@ mod tests {
         let mut c = three();
         assert_eq!(c.reconcile(8, || view(8)), Election::None);
         assert_eq!(c.leader_seen_by(3), Some(1));
+        assert!(c.all_in_sync());
         c.set_isolated(3, true);
         assert_eq!(c.reconcile(8, || view(8)), Election::None);
+        assert!(!c.all_in_sync());
         assert_eq!(c.leader_seen_by(3), None);
         assert_eq!(c.leader_seen_by(2), Some(1));
         assert_eq!(c.stale_view(3).unwrap().raft_index, 8);

@@ -12,6 +12,7 @@
 //! response header, in that order, for every RPC alike. The core is never
 //! held across an `.await`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -88,6 +89,10 @@ pub(crate) struct Shared {
     /// requests waiting for a leader, held watch streams, and servers of
     /// removed members wait on it.
     pub(crate) changes: tokio::sync::watch::Sender<()>,
+    /// Whether every member is a voter in touch with a working leader:
+    /// then no request waits or reads stale, and the pipeline skips the
+    /// per-request look at the cluster (the common case costs nothing).
+    all_in_sync: AtomicBool,
     core: Mutex<Core>,
 }
 
@@ -105,6 +110,7 @@ impl Shared {
             timer_wakeup: Notify::new(),
             watch_sync: Notify::new(),
             changes: tokio::sync::watch::Sender::new(()),
+            all_in_sync: AtomicBool::new(true),
             core: Mutex::new(Core::new(cluster, progress_interval, auth)),
         }
     }
@@ -128,10 +134,18 @@ impl Shared {
             core.reconcile_cluster(now);
             outcome
         };
+        self.cluster_changed();
+        outcome
+    }
+
+    /// Tells everyone waiting on the cluster that it changed (after a
+    /// reconcile).
+    pub(crate) fn cluster_changed(&self) {
+        let all_in_sync = self.lock().cluster.all_in_sync();
+        self.all_in_sync.store(all_in_sync, Ordering::Release);
         self.changes.send_replace(());
         // Leases may expire again, or not; the timer re-reads its deadline.
         self.timer_wakeup.notify_one();
-        outcome
     }
 }
 
@@ -179,6 +193,9 @@ impl Member {
     /// request fails with etcd's error for its path. Returns whether to
     /// read from the stale view.
     pub(crate) async fn wait_for_route(&self, route: Route) -> Result<bool, EtcdError> {
+        if self.shared.all_in_sync.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let gate = |core: &Core| {
             core.cluster.gate(
                 self.id(),

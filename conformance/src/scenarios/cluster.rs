@@ -17,8 +17,24 @@ async fn status(s: &Scenario) -> etcd_proto::etcdserverpb::StatusResponse {
         .into_inner()
 }
 
+/// Whether the target is one member; a cluster's members are checked by
+/// the `cluster_members` scenarios instead (a request may reach any of
+/// them, and only one leads).
+fn single_member(s: &Scenario, name: &str) -> bool {
+    if s.endpoints().len() <= 1 {
+        return true;
+    }
+    crate::say(&format!(
+        "SKIPPED: {name}: the target is a cluster (see the cluster_members tests)"
+    ));
+    false
+}
+
 /// Status reports a 3.5 version, this member as leader, and a full header.
 pub async fn status_of_a_single_member(s: &mut Scenario) {
+    if !single_member(s, "status_of_a_single_member") {
+        return;
+    }
     let status = status(s).await;
     assert!(status.version.starts_with("3.5."), "{}", status.version);
     let header = status.header.expect("header");
@@ -74,6 +90,9 @@ pub async fn no_alarms(s: &mut Scenario) {
 /// MoveLeader on a single member: to itself, done at once with an empty
 /// answer (no header); to an unknown member or to 0, refused.
 pub async fn move_leader_of_a_single_member(s: &mut Scenario) {
+    if !single_member(s, "move_leader_of_a_single_member") {
+        return;
+    }
     let status = status(s).await;
     let moved = s
         .maintenance

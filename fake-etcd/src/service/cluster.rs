@@ -50,8 +50,7 @@ impl ClusterService {
             Ok(Applied::response(response))
         })
         .await;
-        shared.changes.send_replace(());
-        shared.timer_wakeup.notify_one();
+        shared.cluster_changed();
         without_revision(response)
     }
 }
