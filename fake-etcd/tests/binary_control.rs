@@ -362,3 +362,96 @@ fn several_client_urls_are_refused_rather_than_half_served() {
     assert!(stderr.contains("2 client URLs for 1 member(s)"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// The member IDs `ctl members` lists, with their states, in its order.
+fn members(control_port: u16) -> Vec<(String, String, bool)> {
+    let out = ctl(control_port, &["members"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    json["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["state"].as_str().unwrap().to_owned(),
+                m["leader"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ctl_drives_the_members_of_a_cluster() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let control_port = free_port();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let _server = Running(
+        Command::new(BINARY)
+            .args(["--members", "3", "--listen-client-urls", &urls.join(",")])
+            .args(["--control-listen", &format!("127.0.0.1:{control_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run fake-etcd"),
+    );
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", control_port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let listed = members(control_port);
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|(_, state, _)| state == "running"));
+    let leader = listed.iter().find(|m| m.2).expect("a leader").0.clone();
+    let follower = listed.iter().find(|m| !m.2).unwrap().0.clone();
+
+    // Every URL serves a member of the same cluster.
+    let mut ids = Vec::new();
+    for url in &urls {
+        let mut client = Client::connect([url.clone()], None).await.unwrap();
+        let status = client.status().await.unwrap();
+        ids.push(format!("{:x}", status.header().unwrap().member_id()));
+        assert_eq!(format!("{:x}", status.leader()), leader);
+    }
+    ids.sort();
+    let mut expected: Vec<String> = listed.iter().map(|m| m.0.clone()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    assert!(ctl(control_port, &["isolate-member", &follower])
+        .status
+        .success());
+    assert!(members(control_port).contains(&(follower.clone(), "isolated".into(), false)));
+    assert!(ctl(control_port, &["heal-member", &follower])
+        .status
+        .success());
+
+    assert!(ctl(control_port, &["move-leader", &follower])
+        .status
+        .success());
+    let moved = members(control_port);
+    assert!(
+        moved.contains(&(follower.clone(), "running".into(), true)),
+        "{moved:?}"
+    );
+
+    assert!(ctl(control_port, &["stop-member", &leader])
+        .status
+        .success());
+    assert!(members(control_port).contains(&(leader.clone(), "stopped".into(), false)));
+    let again = ctl(control_port, &["stop-member", &leader]);
+    assert!(!again.status.success());
+    let text = String::from_utf8_lossy(&again.stderr);
+    assert!(text.contains("is stopped: cannot stop it"), "{text}");
+    assert!(ctl(control_port, &["start-member", &leader])
+        .status
+        .success());
+    let unknown = ctl(control_port, &["pause-member", "abc"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no member abc"));
+    let bad = ctl(control_port, &["pause-member", "xyz"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a member ID in hex"));
+}
