@@ -450,18 +450,19 @@ impl Cluster {
         peer_urls: Vec<String>,
         is_learner: bool,
     ) -> Result<MemberRecord, EtcdError> {
+        let voters = self.voters().count() + usize::from(!is_learner);
         if !is_learner {
-            let voters = self.voters().count() + 1;
             let started = self.voters().filter(|m| m.started()).count();
             if !self.started_voters_are_quorum(voters, started) {
                 return Err(EtcdError::NotEnoughStartedMembers);
             }
-            // The member asked must stay connected to a quorum of the
-            // grown cluster, counting the new member as down.
-            let connected = self.connected_voters(asked);
-            if connected < voters / 2 + 1 {
-                return Err(EtcdError::UnhealthyCluster);
-            }
+        }
+        // The member asked must stay connected to a quorum, counting a new
+        // voter as down. etcd 3.5.1 checks this for a learner too: it
+        // refused a learner as "unhealthy cluster" (seen by
+        // scripts/etcdctl-interop before its 5 s wait).
+        if self.connected_voters(asked) < voters / 2 + 1 {
+            return Err(EtcdError::UnhealthyCluster);
         }
         if self
             .members
@@ -761,6 +762,18 @@ mod tests {
             c.update(1, urls(&["http://a:1"])),
             Err(EtcdError::MemberNotFound)
         );
+    }
+
+    #[test]
+    fn a_member_cut_off_cannot_add_even_a_learner() {
+        let mut c = three();
+        c.set_isolated(1, true);
+        c.reconcile(8, || view(8));
+        assert_eq!(
+            c.add(1, 7, urls(&["http://a:1"]), true).unwrap_err(),
+            EtcdError::UnhealthyCluster
+        );
+        assert!(c.add(2, 7, urls(&["http://a:1"]), true).is_ok());
     }
 
     #[test]

@@ -228,6 +228,22 @@ impl Member {
         }
     }
 
+    /// What etcd's stream interceptor checks before a stream opens: a
+    /// learner serves none, and with `hasleader` a member without a leader
+    /// refuses it at once.
+    pub(crate) async fn admit_stream<Q>(
+        &self,
+        request: &tonic::Request<Q>,
+    ) -> Result<(), EtcdError> {
+        self.wait_for_route(Route {
+            path: Path::Local,
+            learner_ok: false,
+            require_leader: crate::service::requires_leader(request),
+        })
+        .await
+        .map(drop)
+    }
+
     /// Locks the cluster's state (see [`Shared::lock`]).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
         self.shared.lock()

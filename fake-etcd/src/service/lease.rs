@@ -74,14 +74,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        // A learner serves no stream.
-        self.member
-            .wait_for_route(Route {
-                path: Path::Local,
-                learner_ok: false,
-                require_leader: super::requires_leader(&request),
-            })
-            .await?;
+        self.member.admit_stream(&request).await?;
         let member = Arc::clone(&self.member);
         let credentials = authorize::credentials(&request);
         let mut requests = request.into_inner();

@@ -23,10 +23,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authorize;
 use crate::auth::permissions::Need;
 use crate::auth::Credentials;
-use crate::cluster::Path;
 use crate::core::Core;
 use crate::error::{go_status_text, EtcdError};
-use crate::member::{Member, Route};
+use crate::member::Member;
 use crate::watch::{Outbox, StreamId, STREAM_BUFFER};
 
 /// The Watch service of one member.
@@ -64,15 +63,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        // A learner serves no stream; with `hasleader`, a member without a
-        // leader refuses it at once.
-        self.member
-            .wait_for_route(Route {
-                path: Path::Local,
-                learner_ok: false,
-                require_leader: super::requires_leader(&request),
-            })
-            .await?;
+        self.member.admit_stream(&request).await?;
         let credentials = authorize::credentials(&request);
         let (outbox, responses) = mpsc::channel(STREAM_BUFFER);
         let (end, ended) = oneshot::channel();
