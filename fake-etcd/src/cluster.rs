@@ -27,6 +27,7 @@
 //! [`Core`]: crate::core::Core
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 
@@ -129,12 +130,49 @@ pub(crate) struct MemberRecord {
     pub(crate) isolated: bool,
     /// `Some` while the member is out of touch with the leader.
     pub(crate) stale: Option<Box<StaleView>>,
+    /// Since when its peers have had a working connection to it.
+    pub(crate) link: Link,
 }
+
+/// A member's connection to its peers, as etcd's transport reports it
+/// (`ActiveSince`): membership changes need links older than
+/// [`HEALTH_INTERVAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// Not connected: stopped, never started, or cut off.
+    Down,
+    /// Connected since this time on the fake's clock.
+    Since(Duration),
+    /// Connected since before anything the fake's clock has seen: the
+    /// initial members start settled, as if the cluster had been up for a
+    /// while, so that a test may change membership at once.
+    Settled,
+}
+
+/// etcd's `HealthInterval`: how long a peer connection must have been up
+/// before a membership change counts it.
+pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 impl MemberRecord {
     /// Running, and reachable by the others.
     fn up(&self) -> bool {
         self.process == Process::Running && !self.isolated
+    }
+
+    /// Connected to its peers. A frozen process keeps its connections
+    /// open, so a paused member still counts.
+    fn linked(&self) -> bool {
+        matches!(self.process, Process::Running | Process::Paused) && !self.isolated
+    }
+
+    /// Whether its link has been up for at least [`HEALTH_INTERVAL`].
+    fn settled(&self, now: Duration) -> bool {
+        self.linked()
+            && match self.link {
+                Link::Down => false,
+                Link::Since(since) => since + HEALTH_INTERVAL <= now,
+                Link::Settled => true,
+            }
     }
 
     /// Whether the member has ever started.
@@ -217,6 +255,7 @@ impl Cluster {
                     process: Process::Running,
                     isolated: false,
                     stale: None,
+                    link: Link::Settled,
                 };
                 (m.id, record)
             })
@@ -390,6 +429,18 @@ impl Cluster {
         election
     }
 
+    /// Brings every member's link up to date: a member that came up (or
+    /// back) at `now` has a fresh link, one that went down has none.
+    pub(crate) fn update_links(&mut self, now: Duration) {
+        for m in self.members.values_mut() {
+            m.link = match (m.linked(), m.link) {
+                (false, _) => Link::Down,
+                (true, Link::Down) => Link::Since(now),
+                (true, link) => link,
+            };
+        }
+    }
+
     fn freeze_views(&mut self, current: &impl Fn() -> StaleView) {
         let leader_up = self.effective_leader().is_some();
         for m in self.members.values_mut() {
@@ -441,27 +492,28 @@ impl Cluster {
     }
 
     /// `MemberAdd`, after URL validation: etcd's strict reconfiguration
-    /// checks (for a voter), then the checks at apply. `id` is the new
-    /// member's ID.
+    /// checks, then the checks at apply. `id` is the new member's ID;
+    /// `now` is the fake's clock.
     pub(crate) fn add(
         &mut self,
         asked: u64,
         id: u64,
         peer_urls: Vec<String>,
         is_learner: bool,
+        now: Duration,
     ) -> Result<MemberRecord, EtcdError> {
-        let voters = self.voters().count() + usize::from(!is_learner);
+        let voting = self.voters().count();
         if !is_learner {
             let started = self.voters().filter(|m| m.started()).count();
-            if !self.started_voters_are_quorum(voters, started) {
+            if !self.started_voters_are_quorum(voting + 1, started) {
                 return Err(EtcdError::NotEnoughStartedMembers);
             }
         }
-        // The member asked must stay connected to a quorum, counting a new
-        // voter as down. etcd 3.5.1 checks this for a learner too: it
-        // refused a learner as "unhealthy cluster" (seen by
-        // scripts/etcdctl-interop before its 5 s wait).
-        if self.connected_voters(asked) < voters / 2 + 1 {
+        // As the 3.5 tip checks (`isConnectedToQuorumAfterAddingNewMemberSince`),
+        // for a learner too: the member asked must have been connected to
+        // a quorum of the voters plus one, the new member counted as down,
+        // for the last health interval. 3.5.1 asks for every voter.
+        if voting > 1 && self.settled_voters(asked, now) < (voting + 1) / 2 + 1 {
             return Err(EtcdError::UnhealthyCluster);
         }
         if self
@@ -486,22 +538,37 @@ impl Cluster {
             process: Process::NotStarted,
             isolated: false,
             stale: None,
+            link: Link::Down,
         };
         self.members.insert(id, record.clone());
         Ok(record)
     }
 
-    /// Voters the member `asked` is connected to, itself included.
-    fn connected_voters(&self, asked: u64) -> usize {
-        if !self.members.get(&asked).is_some_and(|m| m.up()) {
-            return usize::from(self.members.get(&asked).is_some_and(|m| !m.is_learner));
+    /// Voters the member `asked` has been connected to for the last
+    /// [`HEALTH_INTERVAL`], itself included (etcd's `numConnectedSince`).
+    fn settled_voters(&self, asked: u64, now: Duration) -> usize {
+        let Some(me) = self.members.get(&asked) else {
+            return 0;
+        };
+        let me_voting = usize::from(!me.is_learner);
+        if !me.settled(now) {
+            return me_voting;
         }
-        self.voters().filter(|m| m.up()).count()
+        me_voting
+            + self
+                .voters()
+                .filter(|m| m.id != asked && m.settled(now))
+                .count()
     }
 
     /// `MemberRemove`: etcd's strict checks for a voter, then the removal.
     /// Returns the removed member.
-    pub(crate) fn remove(&mut self, asked: u64, id: u64) -> Result<MemberRecord, EtcdError> {
+    pub(crate) fn remove(
+        &mut self,
+        asked: u64,
+        id: u64,
+        now: Duration,
+    ) -> Result<MemberRecord, EtcdError> {
         let Some(member) = self.members.get(&id) else {
             return Err(EtcdError::MemberNotFound);
         };
@@ -511,10 +578,11 @@ impl Cluster {
             if !self.started_voters_are_quorum(voters, started) {
                 return Err(EtcdError::NotEnoughStartedMembers);
             }
-            // Removing a member that is down, or the one asked, cannot
-            // lose a quorum that is up.
-            if id != asked && member.up() {
-                let active = self.connected_voters(asked);
+            // Removing a member the one asked has no connection to cannot
+            // lose a quorum that is up; removing itself is checked.
+            let connected = member.linked() && self.members.get(&asked).is_some_and(|m| m.linked());
+            if id == asked || connected {
+                let active = self.settled_voters(asked, now);
                 if active.saturating_sub(1) < 1 + voters / 2 {
                     return Err(EtcdError::UnhealthyCluster);
                 }
@@ -581,6 +649,13 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A time at which the initial members' links are settled.
+    const T0: Duration = Duration::ZERO;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
 
     fn urls(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -720,18 +795,18 @@ mod tests {
         c.reconcile(8, || view(8));
         let new = urls(&["http://127.0.0.1:42380"]);
         assert_eq!(
-            c.add(1, 7, urls(&["http://127.0.0.1:12380"]), false)
+            c.add(1, 7, urls(&["http://127.0.0.1:12380"]), false, T0)
                 .unwrap_err(),
             EtcdError::PeerUrlExists
         );
         assert_eq!(
-            c.add(1, 1, new.clone(), false).unwrap_err(),
+            c.add(1, 1, new.clone(), false, T0).unwrap_err(),
             EtcdError::MemberExists
         );
-        let learner = c.add(1, 7, new, true).unwrap();
+        let learner = c.add(1, 7, new, true, T0).unwrap();
         assert!(learner.is_learner && learner.name.is_empty());
         assert_eq!(
-            c.add(1, 8, urls(&["http://127.0.0.1:52380"]), true)
+            c.add(1, 8, urls(&["http://127.0.0.1:52380"]), true, T0)
                 .unwrap_err(),
             EtcdError::TooManyLearners
         );
@@ -745,9 +820,9 @@ mod tests {
         c.reconcile(9, || view(9));
         c.promote(7).unwrap();
         assert_eq!(c.promote(99), Err(EtcdError::MemberNotFound));
-        assert_eq!(c.remove(1, 99).unwrap_err(), EtcdError::MemberNotFound);
-        c.remove(1, 1).unwrap();
-        assert_eq!(c.remove(2, 1).unwrap_err(), EtcdError::MemberNotFound);
+        assert_eq!(c.remove(1, 99, T0).unwrap_err(), EtcdError::MemberNotFound);
+        c.remove(1, 1, T0).unwrap();
+        assert_eq!(c.remove(2, 1, T0).unwrap_err(), EtcdError::MemberNotFound);
         assert!(c.was_removed(1));
         assert_eq!(c.reconcile(9, || view(9)), Election::Elected);
         assert_eq!(
@@ -768,24 +843,82 @@ mod tests {
     fn a_member_cut_off_cannot_add_even_a_learner() {
         let mut c = three();
         c.set_isolated(1, true);
+        c.update_links(secs(1));
         c.reconcile(8, || view(8));
         assert_eq!(
-            c.add(1, 7, urls(&["http://a:1"]), true).unwrap_err(),
+            c.add(1, 7, urls(&["http://a:1"]), true, secs(1)).unwrap_err(),
             EtcdError::UnhealthyCluster
         );
-        assert!(c.add(2, 7, urls(&["http://a:1"]), true).is_ok());
+        // The others see 2 of 3 voters: short of a quorum of 3 + 1, as
+        // etcd counts even for a learner.
+        assert_eq!(
+            c.add(2, 7, urls(&["http://a:1"]), true, secs(1)).unwrap_err(),
+            EtcdError::UnhealthyCluster
+        );
+        c.set_isolated(1, false);
+        c.update_links(secs(2));
+        assert!(c.add(2, 7, urls(&["http://a:1"]), true, secs(7)).is_ok());
+    }
+
+    #[test]
+    fn membership_changes_wait_for_a_health_interval_after_a_member_returns() {
+        let mut c = three();
+        c.set_process(3, Process::Stopped);
+        c.update_links(secs(100));
+        c.set_process(3, Process::Running);
+        c.update_links(secs(101));
+        c.reconcile(8, || view(8));
+        let learner = || urls(&["http://a:1"]);
+        for at in [101, 105] {
+            assert_eq!(
+                c.add(1, 7, learner(), true, secs(at)).unwrap_err(),
+                EtcdError::UnhealthyCluster,
+                "at {at} s"
+            );
+            assert_eq!(
+                c.remove(1, 2, secs(at)).unwrap_err(),
+                EtcdError::UnhealthyCluster,
+                "at {at} s"
+            );
+        }
+        // A paused member keeps its connections.
+        c.set_process(2, Process::Paused);
+        c.update_links(secs(106));
+        assert!(c.add(1, 7, learner(), true, secs(106)).is_ok());
+        // Removing a member that is up breaks no quorum once settled.
+        c.remove(1, 7, secs(106)).unwrap();
+        c.remove(1, 3, secs(106)).unwrap();
+    }
+
+    #[test]
+    fn a_single_member_adds_at_once() {
+        let mut c = Cluster::new(
+            1,
+            "t",
+            vec![InitialMember {
+                id: 1,
+                name: "a".into(),
+                peer_urls: urls(&["http://127.0.0.1:2380"]),
+                client_urls: Vec::new(),
+            }],
+        );
+        c.set_process(1, Process::Stopped);
+        c.update_links(secs(10));
+        c.set_process(1, Process::Running);
+        c.update_links(secs(11));
+        assert!(c.add(1, 7, urls(&["http://a:1"]), true, secs(11)).is_ok());
     }
 
     #[test]
     fn a_voter_cannot_be_added_without_enough_started_members() {
         let mut c = three();
         c.reconcile(8, || view(8));
-        c.add(1, 7, urls(&["http://a:1"]), false).unwrap();
+        c.add(1, 7, urls(&["http://a:1"]), false, T0).unwrap();
         // 4 voters, 3 started: a 5th needs 3 of 5 started: fine.
-        c.add(1, 8, urls(&["http://b:1"]), false).unwrap();
+        c.add(1, 8, urls(&["http://b:1"]), false, T0).unwrap();
         // 6 voters need 4 started; 3 are.
         assert_eq!(
-            c.add(1, 9, urls(&["http://c:1"]), false).unwrap_err(),
+            c.add(1, 9, urls(&["http://c:1"]), false, T0).unwrap_err(),
             EtcdError::NotEnoughStartedMembers
         );
     }

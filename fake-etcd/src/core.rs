@@ -180,6 +180,7 @@ impl Core {
             raft_index,
             raft_term,
         };
+        self.cluster.update_links(now);
         if self.cluster.reconcile(raft_index, current) == Election::Elected {
             self.change_leader(now);
         }

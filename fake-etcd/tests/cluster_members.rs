@@ -437,3 +437,39 @@ async fn initial_cluster_gives_the_ids_etcd_derives() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn membership_waits_five_seconds_after_a_member_comes_back() {
+    // etcd counts a peer for a membership change only once its connection
+    // has been up for the 5 s health interval; initial members count at
+    // once (the fake starts settled).
+    let etcd = cluster(TimeSource::Virtual).await;
+    let ids = ids(&etcd);
+    let mut client = client_of(&etcd, ids[0]).await;
+    let learner = || Some(etcd_client::MemberAddOptions::new().with_is_learner());
+
+    etcd.stop_member(ids[2]).await.unwrap();
+    etcd.start_member(ids[2]).await.unwrap();
+    etcd.advance(Duration::from_millis(4_999)).await;
+    let unhealthy = status_of(
+        client
+            .member_add(["http://127.0.0.1:42380"], learner())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    assert_eq!(unhealthy.code(), Code::Unavailable);
+    assert_eq!(unhealthy.message(), "etcdserver: unhealthy cluster");
+    let remove = status_of(client.member_remove(ids[1]).await.map(|_| ()).unwrap_err());
+    assert_eq!(remove.message(), "etcdserver: unhealthy cluster");
+
+    etcd.advance(Duration::from_millis(1)).await;
+    let added = client
+        .member_add(["http://127.0.0.1:42380"], learner())
+        .await
+        .unwrap();
+    client
+        .member_remove(added.member().unwrap().id())
+        .await
+        .unwrap();
+}

@@ -100,7 +100,7 @@ impl Cluster for ClusterService {
             let id = member_id(&req.peer_ur_ls, &core.cluster.token, Some(unix_seconds));
             let added = core
                 .cluster
-                .add(asked, id, req.peer_ur_ls.clone(), req.is_learner)?;
+                .add(asked, id, req.peer_ur_ls.clone(), req.is_learner, now)?;
             Ok(MemberAddResponse {
                 header: no_header(),
                 // Not started yet: no name, no client URLs.
@@ -121,8 +121,9 @@ impl Cluster for ClusterService {
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let asked = self.member.id();
+        let shared = Arc::clone(&self.member.shared);
         self.change(request, move |core, req| {
-            core.cluster.remove(asked, req.id)?;
+            core.cluster.remove(asked, req.id, shared.clock.now())?;
             Ok(MemberRemoveResponse {
                 header: no_header(),
                 members: members(core),
