@@ -61,3 +61,39 @@ async fn a_builder_listener_and_name_are_used() {
     assert_eq!((member.id(), member.name()), (42, "infra1"));
     assert_eq!(member.client_urls(), [etcd.endpoint()]);
 }
+
+#[tokio::test]
+async fn a_fake_can_start_with_its_history_compacted_away() {
+    let etcd = FakeEtcd::builder().compacted_at(900).start().await.unwrap();
+    assert_eq!(etcd.revision(), 900);
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let at = |revision| Some(etcd_client::GetOptions::new().with_revision(revision));
+    assert!(client.get("k", at(900)).await.unwrap().kvs().is_empty());
+    let compacted = client.get("k", at(899)).await.unwrap_err().to_string();
+    assert!(
+        compacted.contains("required revision has been compacted"),
+        "{compacted}"
+    );
+    let again = client.compact(900, None).await.unwrap_err().to_string();
+    assert!(
+        again.contains("required revision has been compacted"),
+        "{again}"
+    );
+    assert_eq!(client.hash_kv(0).await.unwrap().compact_version(), 900);
+
+    for (builder, why) in [
+        (FakeEtcd::builder().compacted_at(0), "at least 1"),
+        (
+            FakeEtcd::builder()
+                .compacted_at(5)
+                .restore_snapshot("any.db"),
+            "both say",
+        ),
+    ] {
+        let refused = builder.start().await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(refused.to_string().contains(why), "{refused}");
+    }
+}
