@@ -846,13 +846,15 @@ mod tests {
         c.update_links(secs(1));
         c.reconcile(8, || view(8));
         assert_eq!(
-            c.add(1, 7, urls(&["http://a:1"]), true, secs(1)).unwrap_err(),
+            c.add(1, 7, urls(&["http://a:1"]), true, secs(1))
+                .unwrap_err(),
             EtcdError::UnhealthyCluster
         );
         // The others see 2 of 3 voters: short of a quorum of 3 + 1, as
         // etcd counts even for a learner.
         assert_eq!(
-            c.add(2, 7, urls(&["http://a:1"]), true, secs(1)).unwrap_err(),
+            c.add(2, 7, urls(&["http://a:1"]), true, secs(1))
+                .unwrap_err(),
             EtcdError::UnhealthyCluster
         );
         c.set_isolated(1, false);
