@@ -17,3 +17,8 @@ async fn downgrade_validation_and_timeouts() {
 async fn snapshot_stream_and_hash() {
     run_exclusive(maintenance::snapshot_stream_and_hash).await;
 }
+
+#[tokio::test]
+async fn alarms_set_what_etcd_applies() {
+    run_exclusive(maintenance::alarms_set_what_etcd_applies).await;
+}

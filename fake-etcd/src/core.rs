@@ -92,6 +92,8 @@ pub(crate) struct Core {
     /// index a client sees in `Status`.
     pub(crate) raft_index: u64,
     alarms: BTreeSet<(u64, i32)>,
+    /// What the raised alarms make of etcd's applier.
+    applier: Applier,
     /// Members, leadership, reachability.
     pub(crate) cluster: Cluster,
     pub(crate) downgrade: Option<Downgrade>,
@@ -114,6 +116,7 @@ impl Core {
             // the cluster version.
             raft_index: 4,
             alarms: BTreeSet::new(),
+            applier: Applier::Normal,
             cluster,
             downgrade: None,
             auth,
@@ -269,25 +272,39 @@ impl Core {
         self.alarms.iter().copied()
     }
 
-    /// Raises an alarm (restoring one from a snapshot).
+    /// Raises an alarm (restoring one from a snapshot), and sets the
+    /// applier as etcd's `restoreAlarms` does at start: CORRUPT over
+    /// NOSPACE.
     pub(crate) fn raise_alarm(&mut self, member: u64, alarm: i32) {
         if alarm != AlarmType::None as i32 {
             self.alarms.insert((member, alarm));
         }
+        let raised = |kind: AlarmType| self.alarms.iter().any(|&(_, a)| a == kind as i32);
+        self.applier = if raised(AlarmType::Corrupt) {
+            Applier::Corrupt
+        } else if raised(AlarmType::Nospace) {
+            Applier::Capped
+        } else {
+            Applier::Normal
+        };
     }
 
-    /// Whether the NOSPACE alarm is raised (writes that store data fail).
-    pub(crate) fn no_space(&self) -> bool {
-        self.alarms
-            .iter()
-            .any(|&(_, alarm)| alarm == AlarmType::Nospace as i32)
+    /// etcd's applier as the raised alarms leave it.
+    pub(crate) fn applier(&self) -> Applier {
+        self.applier
     }
 
     /// Runs `Maintenance.Alarm`: lists, raises or clears alarms. Raising or
     /// clearing `NONE` does nothing; clearing an alarm that is not raised
-    /// answers with no alarms.
+    /// answers with no alarms. As in etcd, the first alarm of a kind sets
+    /// the applier (CORRUPT refuses every KV and lease write, NOSPACE
+    /// those that store data), and clearing the last of NOSPACE or CORRUPT
+    /// sets it back to normal, whatever else is still raised.
     pub(crate) fn alarm(&mut self, action: i32, member_id: u64, alarm: i32) -> Vec<AlarmMember> {
         let member = |&(member_id, alarm): &(u64, i32)| AlarmMember { member_id, alarm };
+        let count =
+            |alarms: &BTreeSet<(u64, i32)>| alarms.iter().filter(|&&(_, a)| a == alarm).count();
+        let before = count(&self.alarms);
         match AlarmAction::try_from(action) {
             Ok(AlarmAction::Get) => self
                 .alarms
@@ -297,9 +314,24 @@ impl Core {
                 .collect(),
             Ok(AlarmAction::Activate) if alarm != AlarmType::None as i32 => {
                 self.alarms.insert((member_id, alarm));
+                if before == 0 {
+                    match AlarmType::try_from(alarm) {
+                        Ok(AlarmType::Corrupt) => self.applier = Applier::Corrupt,
+                        Ok(AlarmType::Nospace) => self.applier = Applier::Capped,
+                        _ => {}
+                    }
+                }
                 vec![member(&(member_id, alarm))]
             }
             Ok(AlarmAction::Deactivate) if self.alarms.remove(&(member_id, alarm)) => {
+                let cleared = count(&self.alarms) == 0;
+                let resets = matches!(
+                    AlarmType::try_from(alarm),
+                    Ok(AlarmType::Corrupt | AlarmType::Nospace)
+                );
+                if cleared && resets {
+                    self.applier = Applier::Normal;
+                }
                 vec![member(&(member_id, alarm))]
             }
             _ => Vec::new(),
@@ -369,11 +401,18 @@ impl Core {
     /// soonest first (only a leader expires leases: without one they wait,
     /// and the next leader renews them), then progress notifications.
     pub(crate) fn run_timers(&mut self, now: Duration) {
-        if self.cluster.effective_leader().is_some() {
+        if self.leases_expire() {
             self.expire_due(now);
         }
         let (watchers, ctx) = self.watch();
         watchers.progress_due(now, ctx);
+    }
+
+    /// Whether due leases expire: only a leader expires them, by proposing
+    /// revokes, which a CORRUPT alarm refuses (etcd's lessor retries them
+    /// until the alarm is cleared).
+    fn leases_expire(&self) -> bool {
+        self.cluster.effective_leader().is_some() && self.applier != Applier::Corrupt
     }
 
     /// When [`Core::run_timers`] next has something to do.
@@ -381,14 +420,24 @@ impl Core {
         // Without a leader no lease expires: its deadline is no timer (one
         // already past would wake the timer task in a loop).
         let lease_deadline = self
-            .cluster
-            .effective_leader()
-            .and_then(|_| self.lessor.next_deadline());
+            .leases_expire()
+            .then(|| self.lessor.next_deadline())
+            .flatten();
         match (lease_deadline, self.watchers.next_progress_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
+}
+
+/// etcd's applier as its alarms leave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applier {
+    Normal,
+    /// NOSPACE: writes that store data are refused.
+    Capped,
+    /// CORRUPT: every KV and lease write is refused.
+    Corrupt,
 }
 
 #[cfg(test)]

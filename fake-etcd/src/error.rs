@@ -41,6 +41,8 @@ pub(crate) enum EtcdError {
     LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: request timed out")]
     RequestTimedOut,
     #[error("etcdserver: leader changed")]
@@ -164,6 +166,7 @@ impl EtcdError {
             | Self::TooManyLearners => Code::FailedPrecondition,
             Self::LeaseNotFound | Self::MemberNotFound => Code::NotFound,
             Self::NoSpace | Self::TooManyRequests => Code::ResourceExhausted,
+            Self::Corrupt => Code::DataLoss,
             Self::RequestTimedOut
             | Self::LeaderChanged
             | Self::NoLeader
@@ -306,6 +309,11 @@ mod tests {
                 EtcdError::NoSpace,
                 Code::ResourceExhausted,
                 "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                EtcdError::Corrupt,
+                Code::DataLoss,
+                "etcdserver: corrupt cluster",
             ),
             (
                 EtcdError::RequestTimedOut,

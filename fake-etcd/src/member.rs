@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::auth::{AuthConfig, AuthInfo, AuthStore};
 use crate::clock::Clock;
 use crate::cluster::{Cluster, Gate, Path};
-use crate::core::Core;
+use crate::core::{Applier, Core};
 use crate::error::EtcdError;
 use crate::faults::FaultState;
 use crate::header::HasHeader;
@@ -44,8 +44,11 @@ pub(crate) enum Access {
     Read,
     /// Proposed through raft: one entry, whether or not it succeeds.
     Write,
-    /// A write that stores data, which a NOSPACE alarm refuses (puts,
-    /// txns with a put, lease grants: etcd's quota check).
+    /// A write that etcd's KV and lease applier makes, which a CORRUPT
+    /// alarm refuses (deletes, txns that write, compactions, revokes).
+    WriteKv,
+    /// A KV or lease write that stores data, which a NOSPACE alarm refuses
+    /// too (puts, txns with a put, lease grants: etcd's quota check).
     WriteData,
 }
 
@@ -285,8 +288,12 @@ impl Member {
         if access != Access::Read {
             core.record_raft_entry();
         }
-        if access == Access::WriteData && core.no_space() {
-            return Err(EtcdError::NoSpace);
+        match (core.applier(), access) {
+            (Applier::Corrupt, Access::WriteKv | Access::WriteData) => {
+                return Err(EtcdError::Corrupt)
+            }
+            (Applier::Capped, Access::WriteData) => return Err(EtcdError::NoSpace),
+            _ => {}
         }
         let Applied {
             mut response,

@@ -445,3 +445,140 @@ pub async fn snapshot_stream_and_hash(s: &mut Scenario) {
         .into_inner();
     assert_ne!(after.hash, first.hash, "a write changes the hash");
 }
+
+/// The CORRUPT and NOSPACE alarms as etcd's applier takes them: CORRUPT
+/// refuses every KV and lease write (reads and read-only txns go on),
+/// NOSPACE those that store data. The first alarm of a kind replaces the
+/// applier, and clearing the last of either kind restores a normal one,
+/// even with the other still raised. Alarms are cluster-wide: the target
+/// is the scenario's alone, and both are cleared whatever happens.
+pub async fn alarms_set_what_etcd_applies(s: &mut Scenario) {
+    use etcd_proto::etcdserverpb::{
+        alarm_request::AlarmAction, AlarmRequest, AlarmType, LeaseGrantRequest, RangeRequest,
+        StatusRequest,
+    };
+    let mut maintenance = s.maintenance();
+    let member_id = maintenance
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .member_id;
+    let alarm = move |action: AlarmAction, alarm: AlarmType| AlarmRequest {
+        action: action as i32,
+        member_id,
+        alarm: alarm as i32,
+    };
+    // Clears every alarm, whoever raised it (a failed run included).
+    let disarm = {
+        let maintenance = maintenance.clone();
+        move || {
+            let mut maintenance = maintenance.clone();
+            async move {
+                let raised = maintenance
+                    .alarm(alarm(AlarmAction::Get, AlarmType::None))
+                    .await
+                    .expect("list alarms")
+                    .into_inner()
+                    .alarms;
+                for raised in raised {
+                    let clear = AlarmRequest {
+                        action: AlarmAction::Deactivate as i32,
+                        member_id: raised.member_id,
+                        alarm: raised.alarm,
+                    };
+                    maintenance.alarm(clear).await.expect("disarm");
+                }
+            }
+        }
+    };
+    disarm().await;
+    let (mut kv, mut lease, key) = (s.kv(), s.lease(), s.key("alarmed"));
+    let body = tokio::spawn(async move {
+        let put = |value: &str| PutRequest {
+            key: b(&key),
+            value: b(value),
+            ..Default::default()
+        };
+        kv.put(put("before")).await.unwrap();
+        let corrupt = "etcdserver: corrupt cluster";
+        maintenance
+            .alarm(alarm(AlarmAction::Activate, AlarmType::Corrupt))
+            .await
+            .unwrap();
+        assert_status(kv.put(put("x")).await, Code::DataLoss, corrupt);
+        let delete = DeleteRangeRequest {
+            key: b(&key),
+            ..Default::default()
+        };
+        assert_status(
+            kv.delete_range(delete.clone()).await,
+            Code::DataLoss,
+            corrupt,
+        );
+        let revision = kv
+            .range(RangeRequest {
+                key: b(&key),
+                ..Default::default()
+            })
+            .await
+            .expect("reads go on")
+            .into_inner()
+            .header
+            .unwrap()
+            .revision;
+        let read_only = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(Op::RequestRange(RangeRequest {
+                    key: b(&key),
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        };
+        kv.txn(read_only).await.expect("read-only txns go on");
+        let compact = CompactionRequest {
+            revision,
+            physical: false,
+        };
+        assert_status(kv.compact(compact).await, Code::DataLoss, corrupt);
+        let grant = LeaseGrantRequest { ttl: 60, id: 0 };
+        assert_status(lease.lease_grant(grant).await, Code::DataLoss, corrupt);
+        let errors = maintenance
+            .status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .errors;
+        assert!(errors.iter().any(|e| e.contains("CORRUPT")), "{errors:?}");
+
+        // The first NOSPACE replaces the applier: only data is refused.
+        maintenance
+            .alarm(alarm(AlarmAction::Activate, AlarmType::Nospace))
+            .await
+            .unwrap();
+        assert_status(
+            kv.put(put("x")).await,
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded",
+        );
+        kv.delete_range(delete)
+            .await
+            .expect("deletes store nothing");
+        // Clearing CORRUPT leaves a normal applier, NOSPACE or not.
+        maintenance
+            .alarm(alarm(AlarmAction::Deactivate, AlarmType::Corrupt))
+            .await
+            .unwrap();
+        kv.put(put("after")).await.expect("a normal applier");
+    });
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), body).await;
+    disarm().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => panic!("alarms_set_what_etcd_applies: no end after 30 s"),
+    }
+}

@@ -59,7 +59,7 @@ pub(crate) trait EtcdRequest: Message + Authorize {
     fn path(&self) -> Path {
         match self.access() {
             Access::Read => Path::Local,
-            Access::Write | Access::WriteData => Path::Proposal,
+            Access::Write | Access::WriteKv | Access::WriteData => Path::Proposal,
         }
     }
 
@@ -231,19 +231,19 @@ etcd_requests! {
     pb::RangeRequest => |_| Access::Read, validate = kv_validate::check_range,
         path = range_path, learner_ok = |range: &pb::RangeRequest| range.serializable;
     pb::PutRequest => |_| Access::WriteData, validate = kv_validate::check_put;
-    pb::DeleteRangeRequest => |_| Access::Write, validate = kv_validate::check_delete;
+    pb::DeleteRangeRequest => |_| Access::WriteKv, validate = kv_validate::check_delete;
     pb::TxnRequest => |txn: &pb::TxnRequest| {
         if kv_apply::is_txn_read_only(txn) {
             Access::Read
         } else if kv_apply::txn_puts(txn) {
             Access::WriteData
         } else {
-            Access::Write
+            Access::WriteKv
         }
     }, validate = kv_validate::check_txn, path = txn_path;
-    pb::CompactionRequest => |_| Access::Write;
+    pb::CompactionRequest => |_| Access::WriteKv;
     pb::LeaseGrantRequest => |_| Access::WriteData;
-    pb::LeaseRevokeRequest => |_| Access::Write;
+    pb::LeaseRevokeRequest => |_| Access::WriteKv;
     // Lease lookups and renewals are forwarded to the leader.
     pb::LeaseTimeToLiveRequest => |_| Access::Read, path = |_| Path::Leader;
     pb::LeaseLeasesRequest => |_| Access::Read;
