@@ -238,7 +238,7 @@ async fn send_raw(channel: &Channel, path: &'static str, message: Bytes) -> Resu
     Ok(())
 }
 
-fn key() -> impl Strategy<Value = Bytes> {
+pub(crate) fn key() -> impl Strategy<Value = Bytes> {
     prop_oneof![
         4 => prop::collection::vec(prop::sample::select(vec![0u8, b'a', b'b', b'z', 0xff]), 0..4),
         1 => Just(Vec::new()),
@@ -247,7 +247,7 @@ fn key() -> impl Strategy<Value = Bytes> {
     .prop_map(Bytes::from)
 }
 
-fn value() -> impl Strategy<Value = Bytes> {
+pub(crate) fn value() -> impl Strategy<Value = Bytes> {
     prop_oneof![
         8 => prop::collection::vec(any::<u8>(), 0..32),
         1 => (1_500_000usize..1_600_000).prop_map(|n| vec![b'v'; n]),
@@ -255,14 +255,14 @@ fn value() -> impl Strategy<Value = Bytes> {
     .prop_map(Bytes::from)
 }
 
-fn rev() -> impl Strategy<Value = Rev> {
+pub(crate) fn rev() -> impl Strategy<Value = Rev> {
     prop_oneof![
         3 => (-3i64..3).prop_map(Rev::Current),
         1 => prop::sample::select(vec![0, -1, 1, i64::MAX, i64::MIN]).prop_map(Rev::Exactly),
     ]
 }
 
-fn lease_ref() -> impl Strategy<Value = LeaseRef> {
+pub(crate) fn lease_ref() -> impl Strategy<Value = LeaseRef> {
     prop_oneof![
         2 => Just(LeaseRef::None),
         3 => (0usize..4).prop_map(LeaseRef::Granted),
@@ -270,11 +270,11 @@ fn lease_ref() -> impl Strategy<Value = LeaseRef> {
     ]
 }
 
-fn enum_value() -> impl Strategy<Value = i32> {
+pub(crate) fn enum_value() -> impl Strategy<Value = i32> {
     prop_oneof![4 => 0i32..5, 1 => prop::sample::select(vec![-1, 99, i32::MAX])]
 }
 
-fn range_request() -> impl Strategy<Value = RangeRequest> {
+pub(crate) fn range_request() -> impl Strategy<Value = RangeRequest> {
     (
         key(),
         key(),
@@ -303,7 +303,7 @@ fn range_request() -> impl Strategy<Value = RangeRequest> {
         )
 }
 
-fn put_request() -> impl Strategy<Value = PutRequest> {
+pub(crate) fn put_request() -> impl Strategy<Value = PutRequest> {
     (key(), value(), any::<[bool; 3]>()).prop_map(|(key, value, flags)| PutRequest {
         key,
         value: if flags[1] { Bytes::new() } else { value },
@@ -314,7 +314,7 @@ fn put_request() -> impl Strategy<Value = PutRequest> {
     })
 }
 
-fn delete_request() -> impl Strategy<Value = DeleteRangeRequest> {
+pub(crate) fn delete_request() -> impl Strategy<Value = DeleteRangeRequest> {
     (key(), key(), any::<bool>()).prop_map(|(key, range_end, prev_kv)| DeleteRangeRequest {
         key,
         range_end,
@@ -322,7 +322,7 @@ fn delete_request() -> impl Strategy<Value = DeleteRangeRequest> {
     })
 }
 
-fn compare() -> impl Strategy<Value = Compare> {
+pub(crate) fn compare() -> impl Strategy<Value = Compare> {
     (
         key(),
         key(),
@@ -355,7 +355,7 @@ fn compare() -> impl Strategy<Value = Compare> {
         })
 }
 
-fn request_op() -> impl Strategy<Value = RequestOp> {
+pub(crate) fn request_op() -> impl Strategy<Value = RequestOp> {
     let leaf = prop_oneof![
         range_request().prop_map(Op::RequestRange),
         put_request().prop_map(Op::RequestPut),
@@ -390,7 +390,7 @@ fn request_op() -> impl Strategy<Value = RequestOp> {
     })
 }
 
-fn txn_request() -> impl Strategy<Value = TxnRequest> {
+pub(crate) fn txn_request() -> impl Strategy<Value = TxnRequest> {
     (
         prop::collection::vec(compare(), 0..3),
         prop::collection::vec(request_op(), 0..4),
@@ -403,7 +403,7 @@ fn txn_request() -> impl Strategy<Value = TxnRequest> {
         })
 }
 
-fn watch_request() -> impl Strategy<Value = RequestUnion> {
+pub(crate) fn watch_request() -> impl Strategy<Value = RequestUnion> {
     prop_oneof![
         3 => (key(), key(), prop::sample::select(vec![0i64, 0, 1, 2, -1, 1000]), any::<[bool; 4]>(), prop::collection::vec(enum_value(), 0..2), -1i64..3)
             .prop_map(|(key, range_end, start_revision, flags, filters, watch_id)| {
@@ -573,7 +573,7 @@ fn leaves_waiting(step: &Step) -> bool {
     }
 }
 
-fn resolve(rev: Rev, current: i64) -> i64 {
+pub(crate) fn resolve(rev: Rev, current: i64) -> i64 {
     match rev {
         Rev::Current(delta) => current + delta,
         Rev::Exactly(n) => n,

@@ -22,6 +22,9 @@
 //! - [`auth_properties`]: etcd's permission checks over random users,
 //!   roles, permissions and requests, against a model of etcd's rules.
 //! - [`discovery_properties`]: the registrar and resolver under random faults.
+//! - [`differential`]: random request sequences sent to a real etcd and to
+//!   the fake, every answer compared.
+//! - [`fuzz`]: random and malformed requests that must not break the fake.
 //! - [`Target`], [`Scenario`], [`run`]: choosing the target and running a
 //!   scenario against it.
 //!
@@ -35,6 +38,7 @@
 //! ```
 
 pub mod auth_properties;
+pub mod differential;
 pub mod discovery_properties;
 pub mod fuzz;
 pub mod properties;

@@ -114,7 +114,28 @@ where
     F: Fn(S::Value, u64) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let (mut runner, seed) = seeded_runner(cases);
+    run_with_seed(seed_from_env(), cases, strategy, paused, check)
+}
+
+/// [`run_seeded`] with this seed, whatever [`SEED_VAR`] says: for a fixed
+/// set of seeds that a run always covers.
+///
+/// # Errors
+///
+/// The shrunk failure, with how to replay it.
+pub fn run_with_seed<S, F, Fut>(
+    seed: u64,
+    cases: u32,
+    strategy: &S,
+    paused: bool,
+    check: F,
+) -> Result<(), String>
+where
+    S: Strategy,
+    F: Fn(S::Value, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut runner = seeded_runner(seed, cases);
     let result = runner.run(strategy, |value| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -130,18 +151,21 @@ where
     })
 }
 
-/// A proptest runner seeded from [`SEED_VAR`] (or the clock), and its
-/// seed, so a failing run can be replayed exactly. `PROPTEST_CASES`
-/// overrides the number of cases.
-fn seeded_runner(cases: u32) -> (TestRunner, u64) {
-    let seed: u64 = std::env::var(SEED_VAR)
+/// The seed of this run: [`SEED_VAR`] if set, else the clock.
+pub fn seed_from_env() -> u64 {
+    std::env::var(SEED_VAR)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
-        });
+        })
+}
+
+/// A proptest runner seeded with `seed`, so a failing run can be replayed
+/// exactly. `PROPTEST_CASES` overrides the number of cases.
+fn seeded_runner(seed: u64, cases: u32) -> TestRunner {
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     // PROPTEST_CASES, proptest's own knob, asks for a longer hunt.
@@ -154,12 +178,9 @@ fn seeded_runner(cases: u32) -> (TestRunner, u64) {
         failure_persistence: None,
         ..Config::default()
     };
-    (
-        TestRunner::new_with_rng(
-            config,
-            TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-        ),
-        seed,
+    TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
     )
 }
 

@@ -149,6 +149,11 @@ pub(crate) enum Link {
     Settled,
 }
 
+/// A majority of `voters` (etcd's `quorum`).
+fn majority_of(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
 /// etcd's `HealthInterval`: how long a peer connection must have been up
 /// before a membership change counts it.
 pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -513,7 +518,7 @@ impl Cluster {
         // for a learner too: the member asked must have been connected to
         // a quorum of the voters plus one, the new member counted as down,
         // for the last health interval. 3.5.1 asks for every voter.
-        if voting > 1 && self.settled_voters(asked, now) < (voting + 1) / 2 + 1 {
+        if voting > 1 && self.settled_voters(asked, now) < majority_of(voting + 1) {
             return Err(EtcdError::UnhealthyCluster);
         }
         if self
