@@ -29,12 +29,7 @@ pub async fn election_passes_on_when_the_leader_expires(s: &mut Scenario) {
     assert_eq!(alice_key.lease(), alice_lease);
     let created = alice.get(alice_key.key(), None).await.unwrap().kvs()[0].create_revision();
     assert_eq!(alice_key.rev(), created);
-    // A three-member etcd 3.5.1 was seen answering Campaign with the
-    // revision before the key's creation, not yet understood (issue #14):
-    // on a cluster the header is not checked.
-    if s.endpoints().len() <= 1 {
-        assert_eq!(won.header().unwrap().revision(), created);
-    }
+    assert_eq!(won.header().unwrap().revision(), created);
 
     let leader = alice.leader(name.as_str()).await.expect("leader");
     assert_eq!(leader.kv().unwrap().value(), b"alice");

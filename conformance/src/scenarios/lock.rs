@@ -25,13 +25,11 @@ pub async fn lock_waits_for_an_expiring_holder(s: &mut Scenario) {
     let key = holder.get(held.key(), None).await.unwrap();
     // etcd's Mutex takes its header from a read after acquiring: the
     // put's revision, unless another client wrote since, as on a shared
-    // etcd (the fake is this scenario's own). A three-member etcd 3.5.1
-    // was seen answering one revision *before* the key's creation, not yet
-    // understood (issue #14): on a cluster the header is not checked.
+    // etcd (the fake is this scenario's own).
     let created = key.kvs()[0].create_revision();
     if s.is_fake() {
         assert_eq!(header.revision(), created, "the header is the put's");
-    } else if s.endpoints().len() <= 1 {
+    } else {
         assert!(header.revision() >= created);
     }
     let again = holder
