@@ -7,7 +7,9 @@
 //! The parts: [`floor`] is the empty server; [`targets`] starts or reaches
 //! each target (the fake in this process over TCP and over its in-process
 //! channel, the fake's binary, a real etcd) and times their startup;
-//! [`workloads`] are the measured calls; [`scale`] grows the store to a
+//! [`workloads`] are the measured calls; [`soak`] loads the binary with
+//! writers, watchers, keepalives and faults and checks nothing was lost;
+//! [`scale`] grows the store to a
 //! million keys and piles up watchers and leases; [`report`] writes the
 //! Markdown.
 //!
@@ -23,6 +25,7 @@
 mod floor;
 mod report;
 mod scale;
+mod soak;
 mod targets;
 mod workloads;
 
@@ -52,7 +55,7 @@ struct Args {
     /// Write the report here as Markdown (it is printed either way).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only these sections: calls, data, startup, scale.
+    /// Only these sections: calls, data, startup, scale, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The largest store in the growth measurement.
@@ -250,6 +253,58 @@ async fn main() -> Result<(), Error> {
             ms(expiry)
         ));
         report.line(&format!("Put latency with no watcher and with 10,000 watchers on other keys (one stream): {:.3} ms and {:.3} ms ({:.2}x): a write looks up only the watchers whose key or prefix it matches.", ms(without), ms(with), ms(with) / ms(without)));
+    }
+
+    if args.wants("soak") {
+        match &fake_bin {
+            Some(path) => {
+                eprintln!("soak");
+                let shape = soak::Soak::default();
+                let outcome = soak::run(path, shape).await?;
+                report.section(
+                    "Load and soak",
+                    &format!(
+                        "The fake's binary on the real clock, under {} writers of {} puts each (fresh keys), {} watchers on the writers' prefixes over {} streams ({} streams read slowly, {} never read), keepalives for {} leases of {} s TTL every 500 ms, and {}% of puts failed by an injected fault, all at once. Then: every acknowledged put reads back at its revision; every watcher that kept reading got every acknowledged put of its prefix once, in order; every lease is alive; the peak resident memory (VmHWM) is under {} MiB.",
+                        shape.writers,
+                        shape.puts_per_writer,
+                        shape.streams * shape.watchers_per_stream,
+                        shape.streams,
+                        shape.slow_streams,
+                        shape.idle_streams,
+                        shape.leases,
+                        shape.lease_ttl_secs,
+                        shape.put_fault_probability * 100.0,
+                        shape.memory_bound >> 20,
+                    ),
+                );
+                report.line(&format!(
+                    "{} puts acknowledged, {} failed by the fault; {} events checked; {} keepalives answered; {:.1} s from the first grant to the last check.",
+                    outcome.acknowledged,
+                    outcome.failed,
+                    outcome.events,
+                    outcome.keepalives,
+                    outcome.wall.as_secs_f64()
+                ));
+                report.line(&format!(
+                    "Peak resident memory: {:.1} MiB, bound {} MiB.",
+                    outcome.peak_resident as f64 / (1024.0 * 1024.0),
+                    shape.memory_bound >> 20
+                ));
+                if outcome.problems.is_empty() {
+                    report.line("Every check held.");
+                } else {
+                    for problem in &outcome.problems {
+                        report.line(&format!("**Failed:** {problem}"));
+                    }
+                    let text = report.render();
+                    println!("{text}");
+                    return Err(
+                        format!("the soak found {} problems", outcome.problems.len()).into(),
+                    );
+                }
+            }
+            None => report.note("The fake's binary was not found: the soak is left out."),
+        }
     }
 
     // Leave a shared etcd as it was found (the fakes go with the run).

@@ -70,6 +70,11 @@ impl Report {
         self.notes.push(note.to_owned());
     }
 
+    /// A new section: its heading and what it measures.
+    pub(crate) fn section(&mut self, title: &str, intro: &str) {
+        let _ = writeln!(self.body, "\n## {title}\n\n{intro}\n");
+    }
+
     /// A line of prose in the current section.
     pub(crate) fn line(&mut self, line: &str) {
         let _ = writeln!(self.body, "- {line}");

@@ -184,22 +184,10 @@ async fn first_success(endpoint: &str, started: Instant) -> Result<(Client, Dura
 /// Starts the fake's binary in virtual time; the target, its process, and
 /// the time from spawning to a first successful request.
 pub(crate) async fn fake_binary(path: &Path) -> Result<(Target, Process, Duration), Error> {
-    let client_port = free_port()?;
-    let control_port = free_port()?;
-    let endpoint = format!("http://127.0.0.1:{client_port}");
     let started = Instant::now();
-    let child = Command::new(path)
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--control-listen", &format!("127.0.0.1:{control_port}")])
-        .args(["--time", "virtual"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id();
-    let process = Process { child, _data: None };
-    let (client, startup) = first_success(&endpoint, started).await?;
-    let kv = raw_kv(channel_to(&endpoint).await?);
+    let binary = spawn_fake_binary(path, "virtual")?;
+    let (client, startup) = first_success(&binary.endpoint, started).await?;
+    let kv = raw_kv(channel_to(&binary.endpoint).await?);
     Ok((
         Target {
             name: "fake (binary)",
@@ -207,12 +195,52 @@ pub(crate) async fn fake_binary(path: &Path) -> Result<(Target, Process, Duratio
             client,
             kv,
             fake: None,
-            control: Some(([127, 0, 0, 1], control_port).into()),
-            pid,
+            control: Some(binary.control),
+            pid: binary.process.child.id(),
         },
-        process,
+        binary.process,
         startup,
     ))
+}
+
+/// A running fake binary.
+pub(crate) struct FakeBinary {
+    pub(crate) endpoint: String,
+    pub(crate) control: SocketAddr,
+    pub(crate) process: Process,
+}
+
+impl FakeBinary {
+    /// Its process ID, while it runs.
+    pub(crate) fn process_id(&self) -> Option<u32> {
+        self.process.child.id()
+    }
+}
+
+/// Spawns the fake's binary on free loopback ports with its clock `time`
+/// (`virtual` or `real`); it may not serve yet.
+pub(crate) fn spawn_fake_binary(path: &Path, time: &str) -> Result<FakeBinary, Error> {
+    let client_port = free_port()?;
+    let control_port = free_port()?;
+    let endpoint = format!("http://127.0.0.1:{client_port}");
+    let child = Command::new(path)
+        .args(["--listen-client-urls", &endpoint])
+        .args(["--control-listen", &format!("127.0.0.1:{control_port}")])
+        .args(["--time", time])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok(FakeBinary {
+        endpoint,
+        control: ([127, 0, 0, 1], control_port).into(),
+        process: Process { child, _data: None },
+    })
+}
+
+/// Waits until the etcd at `endpoint` answers a request.
+pub(crate) async fn wait_serving(endpoint: &str) -> Result<(), Error> {
+    first_success(endpoint, Instant::now()).await.map(|_| ())
 }
 
 /// The time from spawning a real etcd (data on tmpfs when there is one,
@@ -253,7 +281,7 @@ pub(crate) async fn etcd_startup(path: &Path) -> Result<Duration, Error> {
 }
 
 /// One call to the binary's control API (plain HTTP/1.1).
-async fn control_call(control: SocketAddr, path: &str) -> Result<String, Error> {
+pub(crate) async fn control_call(control: SocketAddr, path: &str) -> Result<String, Error> {
     let mut stream = tokio::net::TcpStream::connect(control).await?;
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {control}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -269,8 +297,17 @@ async fn control_call(control: SocketAddr, path: &str) -> Result<String, Error> 
 
 /// The resident memory of process `pid`, in bytes (Linux).
 pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
+    memory_figure(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had, in bytes (Linux).
+pub(crate) fn peak_resident_bytes(pid: u32) -> Option<u64> {
+    memory_figure(pid, "VmHWM:")
+}
+
+fn memory_figure(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
