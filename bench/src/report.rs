@@ -230,6 +230,41 @@ impl Report {
             self.ratio("lease expiry scenario, 10 s TTL (wall)", "etcd", "fake"),
             &|r| r >= 1000.0,
         );
+        for row in [
+            "watch fan-out: put to the last of 10,000 watchers, 1 stream (median)",
+            "watch fan-out: put to the last of 10,000 watchers, 100 streams (median)",
+        ] {
+            check(
+                format!("{row}, etcd ÷ fake, at least 5"),
+                self.ratio(row, "etcd", "fake"),
+                &|r| r >= 5.0,
+            );
+        }
+        check(
+            "put latency with 10,000 watchers of its key ÷ with none, fake, at most 2".to_owned(),
+            self.ratio(
+                "put latency, 10,000 watchers of its key (median)",
+                "fake",
+                "fake",
+            )
+            .and(
+                self.measured
+                    .get(&("put latency, 10,000 watchers of its key (median)", "fake"))
+                    .zip(
+                        self.measured
+                            .get(&("put latency, no watcher of its key (median)", "fake")),
+                    )
+                    .map(|(with, without)| with / without),
+            ),
+            &|r| r <= 2.0,
+        );
+        check(
+            "100,000 leases expired by one advance, to the last DELETE, ms, under 500".to_owned(),
+            self.measured
+                .get(&("lease expiry at scale, to the last DELETE", "fake"))
+                .copied(),
+            &|ms| ms < 500.0,
+        );
         let startup = "startup to first successful request (median)";
         check(
             "in-process startup, ms, under 10".to_owned(),

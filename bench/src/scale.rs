@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 use fake_etcd::FakeEtcd;
 
 use crate::targets::{resident_bytes, Target};
@@ -75,22 +75,50 @@ async fn measure(client: &mut Client, t: &Target, keys: usize) -> Result<Growth,
     })
 }
 
-/// 10,000 leases, each with a key, expired by one `advance`: its wall time.
-pub(crate) async fn mass_expiry(fake: &FakeEtcd, client: &Client) -> Result<Duration, Error> {
+/// What expiring many leases at once costs.
+pub(crate) struct MassExpiry {
+    pub(crate) leases: usize,
+    /// The `advance` that expires them all.
+    pub(crate) advance: Duration,
+    /// From the start of the `advance` to a prefix watcher's last DELETE.
+    pub(crate) delivered: Duration,
+}
+
+/// `leases` leases, each with a key, expired by one `advance` while a
+/// prefix watcher waits for every DELETE.
+pub(crate) async fn mass_expiry(
+    fake: &FakeEtcd,
+    client: &Client,
+    leases: usize,
+) -> Result<MassExpiry, Error> {
     let mut client = client.clone();
-    for i in 0..10_000 {
+    for i in 0..leases {
         let lease = client.lease_grant(30, None).await?.id();
         client
             .put(
-                format!("/scale/lease/{i:05}"),
+                format!("/scale/lease/{i:06}"),
                 "v",
                 Some(PutOptions::new().with_lease(lease)),
             )
             .await?;
     }
+    let mut watch = client
+        .watch("/scale/lease/", Some(WatchOptions::new().with_prefix()))
+        .await?;
+    watch.message().await?;
     let started = Instant::now();
     fake.advance(Duration::from_secs(31)).await;
-    let took = started.elapsed();
+    let advance = started.elapsed();
+    let mut deleted = 0;
+    while deleted < leases {
+        let response = watch.message().await?.ok_or("the watch ended")?;
+        deleted += response
+            .events()
+            .iter()
+            .filter(|e| e.event_type() == EventType::Delete)
+            .count();
+    }
+    let delivered = started.elapsed();
     let left = client
         .get(
             "/scale/lease/",
@@ -100,7 +128,11 @@ pub(crate) async fn mass_expiry(fake: &FakeEtcd, client: &Client) -> Result<Dura
     if left.count() != 0 {
         return Err(format!("{} keys outlived their leases", left.count()).into());
     }
-    Ok(took)
+    Ok(MassExpiry {
+        leases,
+        advance,
+        delivered,
+    })
 }
 
 /// Median put latency with no watcher, then with 10,000 watchers on other

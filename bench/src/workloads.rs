@@ -270,3 +270,69 @@ pub(crate) async fn lease_expiry_scenario(t: &Target, prefix: &str) -> Result<Du
         .await
         .map_err(|_| format!("{}: the lease did not expire within 30 s", t.name))?
 }
+
+/// What one put costs with many watchers of its key.
+pub(crate) struct FanOut {
+    /// The writer's latency (median) before any watcher.
+    pub(crate) alone: Duration,
+    /// The writer's latency (median), with the watchers in place.
+    pub(crate) put: Duration,
+    /// From the put to the last watcher's event (median).
+    pub(crate) last_event: Duration,
+}
+
+/// `streams × per_stream` watchers on one key; `rounds` puts of it, each
+/// timed on the writer's side and until every watcher got its event.
+pub(crate) async fn watch_fan_out(
+    t: &Target,
+    prefix: &str,
+    streams: usize,
+    per_stream: usize,
+    rounds: usize,
+) -> Result<FanOut, Error> {
+    let mut client = t.client.clone();
+    let key = format!("{prefix}fan-out/{streams}x{per_stream}");
+    let mut alone = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let started = Instant::now();
+        client.put(key.as_str(), round.to_string(), None).await?;
+        alone.push(started.elapsed());
+    }
+    let mut watching = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        let mut stream = client.watch(key.as_str(), None).await?;
+        stream.message().await?;
+        for _ in 1..per_stream {
+            stream.watch(key.as_str(), None).await?;
+            stream.message().await?;
+        }
+        watching.push(stream);
+    }
+    let mut puts = Vec::with_capacity(rounds);
+    let mut last_events = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let started = Instant::now();
+        client.put(key.as_str(), round.to_string(), None).await?;
+        puts.push(started.elapsed());
+        let mut readers = Vec::with_capacity(streams);
+        for mut stream in watching.drain(..) {
+            readers.push(tokio::spawn(async move {
+                let mut seen = 0;
+                while seen < per_stream {
+                    let response = stream.message().await?.ok_or("a watch ended")?;
+                    seen += response.events().len();
+                }
+                Ok::<_, Error>(stream)
+            }));
+        }
+        for reader in readers {
+            watching.push(reader.await??);
+        }
+        last_events.push(started.elapsed());
+    }
+    Ok(FanOut {
+        alone: median(&mut alone),
+        put: median(&mut puts),
+        last_event: median(&mut last_events),
+    })
+}
