@@ -57,3 +57,8 @@ async fn fragments() {
 async fn negative_start_revision() {
     run(watch::negative_start_revision).await;
 }
+
+#[tokio::test]
+async fn a_megabyte_key_under_range_watchers() {
+    run(watch::a_megabyte_key_under_range_watchers).await;
+}

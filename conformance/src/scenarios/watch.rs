@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::b;
 use super::kv::put;
+use super::{b, within};
 use crate::Scenario;
 
 /// How long a response may take to arrive before the scenario fails.
@@ -741,5 +741,63 @@ pub async fn negative_start_revision(s: &mut Scenario) {
                 && refused.watch_id == -1
                 && refused.cancel_reason == "mvcc: watcher range is empty"),
         "an empty range from -1: {refused:?}"
+    );
+}
+
+/// A megabyte key under range watchers, one whose range holds it and one
+/// whose range does not, is written, delivered and deleted at once (issue
+/// #15: the fake once took time quadratic in a key's length to find the
+/// watchers it matches, a 1 MB key never answered, and every other client
+/// waited meanwhile; etcd takes milliseconds).
+pub async fn a_megabyte_key_under_range_watchers(s: &mut Scenario) {
+    let mut client = s.client();
+    let near = s.key("big/");
+    let far = s.key("other/");
+    let prefix = || Some(etcd_client::WatchOptions::new().with_prefix());
+    let mut holding = client.watch(near.as_str(), prefix()).await.unwrap();
+    assert!(within("created", holding.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .created());
+    let mut elsewhere = client.watch(far.as_str(), prefix()).await.unwrap();
+    assert!(within("created", elsewhere.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .created());
+    let mut key = near.clone().into_bytes();
+    key.resize(1_000_000, b'x');
+
+    within("the put's answer", client.put(key.clone(), "v", None))
+        .await
+        .unwrap();
+    within("the delete's answer", client.delete(key.clone(), None))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let response = within("the PUT and DELETE events", holding.message())
+            .await
+            .unwrap()
+            .unwrap();
+        events.extend(
+            response
+                .events()
+                .iter()
+                .map(|e| (e.event_type(), e.kv().unwrap().key().len())),
+        );
+    }
+    use etcd_client::EventType::{Delete, Put};
+    assert_eq!(events, vec![(Put, key.len()), (Delete, key.len())]);
+    // The other range saw neither: its first event is a write of its own.
+    client.put(format!("{far}k"), "v", None).await.unwrap();
+    let first = within("the other range's event", elsewhere.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.events()[0].kv().unwrap().key(),
+        format!("{far}k").as_bytes()
     );
 }
