@@ -132,6 +132,8 @@ pub(crate) struct MemberRecord {
     pub(crate) stale: Option<Box<StaleView>>,
     /// Since when its peers have had a working connection to it.
     pub(crate) link: Link,
+    /// When it was frozen, while it is.
+    pub(crate) paused_at: Option<Duration>,
 }
 
 /// A member's connection to its peers, as etcd's transport reports it
@@ -149,6 +151,10 @@ pub(crate) enum Link {
     Settled,
 }
 
+/// How long a frozen peer's connections count as up: rafthttp's
+/// `ConnReadTimeout`, after which a silent stream is dropped.
+pub(crate) const PEER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A majority of `voters` (etcd's `quorum`).
 fn majority_of(voters: usize) -> usize {
     voters / 2 + 1
@@ -164,18 +170,25 @@ impl MemberRecord {
         self.process == Process::Running && !self.isolated
     }
 
-    /// Connected to its peers. A frozen process keeps its connections
-    /// open, so a paused member still counts.
-    fn linked(&self) -> bool {
-        matches!(self.process, Process::Running | Process::Paused) && !self.isolated
+    /// Connected to its peers at `now`. A frozen process keeps its
+    /// sockets, so a paused member counts until its peers' reads time out
+    /// ([`PEER_READ_TIMEOUT`]).
+    fn linked(&self, now: Duration) -> bool {
+        let frozen_too_long = self
+            .paused_at
+            .is_some_and(|at| at + PEER_READ_TIMEOUT <= now);
+        matches!(self.process, Process::Running | Process::Paused)
+            && !self.isolated
+            && !frozen_too_long
     }
 
-    /// Whether its link has been up for at least [`HEALTH_INTERVAL`].
+    /// Whether its link has been up for longer than [`HEALTH_INTERVAL`]
+    /// (etcd's `ActiveSince(…).Before(now - HealthInterval)`).
     fn settled(&self, now: Duration) -> bool {
-        self.linked()
+        self.linked(now)
             && match self.link {
                 Link::Down => false,
-                Link::Since(since) => since + HEALTH_INTERVAL <= now,
+                Link::Since(since) => since + HEALTH_INTERVAL < now,
                 Link::Settled => true,
             }
     }
@@ -261,6 +274,7 @@ impl Cluster {
                     isolated: false,
                     stale: None,
                     link: Link::Settled,
+                    paused_at: None,
                 };
                 (m.id, record)
             })
@@ -438,7 +452,16 @@ impl Cluster {
     /// back) at `now` has a fresh link, one that went down has none.
     pub(crate) fn update_links(&mut self, now: Duration) {
         for m in self.members.values_mut() {
-            m.link = match (m.linked(), m.link) {
+            if m.process == Process::Paused {
+                m.paused_at.get_or_insert(now);
+            } else if let Some(at) = m.paused_at.take() {
+                if at + PEER_READ_TIMEOUT <= now {
+                    // Its peers dropped the connection while it was frozen:
+                    // it comes back on a new one.
+                    m.link = Link::Down;
+                }
+            }
+            m.link = match (m.linked(now), m.link) {
                 (false, _) => Link::Down,
                 (true, Link::Down) => Link::Since(now),
                 (true, link) => link,
@@ -510,7 +533,10 @@ impl Cluster {
         let voting = self.voters().count();
         if !is_learner {
             let started = self.voters().filter(|m| m.started()).count();
-            if !self.started_voters_are_quorum(voting + 1, started) {
+            // etcd lets a lone member add a second voter (restoring a
+            // cluster from one member's data) though 1 of 2 is no quorum.
+            let lone = voting == 1 && started == 1;
+            if !lone && !self.started_voters_are_quorum(voting + 1, started) {
                 return Err(EtcdError::NotEnoughStartedMembers);
             }
         }
@@ -544,6 +570,7 @@ impl Cluster {
             isolated: false,
             stale: None,
             link: Link::Down,
+            paused_at: None,
         };
         self.members.insert(id, record.clone());
         Ok(record)
@@ -585,7 +612,8 @@ impl Cluster {
             }
             // Removing a member the one asked has no connection to cannot
             // lose a quorum that is up; removing itself is checked.
-            let connected = member.linked() && self.members.get(&asked).is_some_and(|m| m.linked());
+            let connected =
+                member.linked(now) && self.members.get(&asked).is_some_and(|m| m.linked(now));
             if id == asked || connected {
                 let active = self.settled_voters(asked, now);
                 if active.saturating_sub(1) < 1 + voters / 2 {
@@ -864,7 +892,7 @@ mod tests {
         );
         c.set_isolated(1, false);
         c.update_links(secs(2));
-        assert!(c.add(2, 7, urls(&["http://a:1"]), true, secs(7)).is_ok());
+        assert!(c.add(2, 7, urls(&["http://a:1"]), true, secs(8)).is_ok());
     }
 
     #[test]
@@ -876,7 +904,7 @@ mod tests {
         c.update_links(secs(101));
         c.reconcile(8, || view(8));
         let learner = || urls(&["http://a:1"]);
-        for at in [101, 105] {
+        for at in [101, 106] {
             assert_eq!(
                 c.add(1, 7, learner(), true, secs(at)).unwrap_err(),
                 EtcdError::UnhealthyCluster,
@@ -888,13 +916,25 @@ mod tests {
                 "at {at} s"
             );
         }
-        // A paused member keeps its connections.
+        // A paused member keeps its connections until its peers' reads
+        // time out.
         c.set_process(2, Process::Paused);
-        c.update_links(secs(106));
-        assert!(c.add(1, 7, learner(), true, secs(106)).is_ok());
+        c.update_links(secs(107));
+        assert!(c.add(1, 7, learner(), true, secs(107)).is_ok());
+        c.remove(1, 7, secs(107)).unwrap();
+        assert_eq!(
+            c.add(1, 8, learner(), true, secs(112)).unwrap_err(),
+            EtcdError::UnhealthyCluster,
+            "frozen for 5 s, member 2 is no longer connected"
+        );
+        // Resumed, it is on a new connection, settled 5 s later.
+        c.set_process(2, Process::Running);
+        c.update_links(secs(113));
+        assert!(c.add(1, 8, learner(), true, secs(118)).is_err());
+        assert!(c.add(1, 8, learner(), true, secs(119)).is_ok());
+        c.remove(1, 8, secs(119)).unwrap();
         // Removing a member that is up breaks no quorum once settled.
-        c.remove(1, 7, secs(106)).unwrap();
-        c.remove(1, 3, secs(106)).unwrap();
+        c.remove(1, 3, secs(119)).unwrap();
     }
 
     #[test]
@@ -914,6 +954,9 @@ mod tests {
         c.set_process(1, Process::Running);
         c.update_links(secs(11));
         assert!(c.add(1, 7, urls(&["http://a:1"]), true, secs(11)).is_ok());
+        c.remove(1, 7, secs(11)).unwrap();
+        // A voter too, though 1 started of 2 is no quorum: etcd allows it.
+        assert!(c.add(1, 8, urls(&["http://b:1"]), false, secs(11)).is_ok());
     }
 
     #[test]

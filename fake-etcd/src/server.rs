@@ -768,6 +768,10 @@ pub struct FakeEtcdBuilder {
     bcrypt_cost: Option<u32>,
 }
 
+/// The largest revision [`FakeEtcdBuilder::compacted_at`] takes: writes
+/// after it must not run out of revisions.
+const MAX_STARTING_REVISION: i64 = 1 << 62;
+
 impl FakeEtcdBuilder {
     /// The seed of random faults ([`FakeEtcd::fail_randomly`]); taken from
     /// `FAKE_ETCD_SEED` if set, else from the clock. A test that fails can
@@ -820,10 +824,12 @@ impl FakeEtcdBuilder {
 
     /// Starts as an etcd whose history up to `revision` was written,
     /// deleted and compacted away: no keys, the store at `revision`, and
-    /// reads, watches and compactions before it refused as compacted. For
+    /// reads and watches before it, and compactions at or before it,
+    /// refused as compacted. For
     /// code that meets a long-lived etcd's large revisions; the
     /// differential tester also lines a fresh fake up with a reused etcd
-    /// this way. `start` refuses a revision below 1, or one given with
+    /// this way. `start` refuses a revision below 1 or above 2^62 (room
+    /// for the writes to come), or one given with
     /// [`FakeEtcdBuilder::restore_snapshot`].
     ///
     /// # Example
@@ -1059,10 +1065,12 @@ impl FakeEtcdBuilder {
             .or_else(seed_from_env)
             .unwrap_or_else(seed_from_clock);
         match (self.compacted_at, &self.restore_snapshot) {
-            (Some(revision), _) if revision < 1 => {
+            (Some(revision), _) if !(1..=MAX_STARTING_REVISION).contains(&revision) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("compacted_at({revision}): a revision is at least 1"),
+                    format!(
+                        "compacted_at({revision}): a revision from 1 to {MAX_STARTING_REVISION}"
+                    ),
                 ))
             }
             (Some(_), Some(_)) => {

@@ -84,7 +84,8 @@ async fn a_fake_can_start_with_its_history_compacted_away() {
     assert_eq!(client.hash_kv(0).await.unwrap().compact_version(), 900);
 
     for (builder, why) in [
-        (FakeEtcd::builder().compacted_at(0), "at least 1"),
+        (FakeEtcd::builder().compacted_at(0), "from 1 to"),
+        (FakeEtcd::builder().compacted_at(i64::MAX), "from 1 to"),
         (
             FakeEtcd::builder()
                 .compacted_at(5)
