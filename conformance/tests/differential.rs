@@ -17,14 +17,16 @@ const FIXED_SEEDS: [u64; 3] = [1, 0x5eed, 20_261_130];
 fn the_fake_answers_every_request_as_etcd_does() {
     if let Target::Real(endpoints) = Target::current() {
         if endpoints.len() > 1 {
-            println!(
-                "SKIPPED: the_fake_answers_every_request_as_etcd_does: compares one member with one member"
+            conformance::say(
+                "SKIPPED: the_fake_answers_every_request_as_etcd_does: compares one member with one member",
             );
             return;
         }
     }
     let fresh = seed_from_env();
-    println!("differential: fixed seeds {FIXED_SEEDS:?}, fresh seed {fresh}");
+    conformance::say(&format!(
+        "differential: fixed seeds {FIXED_SEEDS:?}, fresh seed {fresh}"
+    ));
     for seed in FIXED_SEEDS.into_iter().chain([fresh]) {
         if let Err(divergence) = compare(seed, 12, 24) {
             panic!("seed {seed}: {divergence}");
