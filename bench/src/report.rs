@@ -180,6 +180,11 @@ impl Report {
         let _ = writeln!(self.body);
     }
 
+    /// Row `a` ÷ row `b`, both of `target`.
+    fn ratio_of_rows(&self, a: &'static str, b: &'static str, target: &'static str) -> Option<f64> {
+        Some(self.measured.get(&(a, target))? / self.measured.get(&(b, target))?)
+    }
+
     fn ratio(&self, row: &'static str, a: &'static str, b: &'static str) -> Option<f64> {
         Some(self.measured.get(&(row, a))? / self.measured.get(&(row, b))?)
     }
@@ -240,22 +245,11 @@ impl Report {
                 &|r| r >= 5.0,
             );
         }
+        let put_with = "put latency, 10,000 watchers of its key (median)";
+        let put_without = "put latency, no watcher of its key (median)";
         check(
             "put latency with 10,000 watchers of its key ÷ with none, fake, at most 2".to_owned(),
-            self.ratio(
-                "put latency, 10,000 watchers of its key (median)",
-                "fake",
-                "fake",
-            )
-            .and(
-                self.measured
-                    .get(&("put latency, 10,000 watchers of its key (median)", "fake"))
-                    .zip(
-                        self.measured
-                            .get(&("put latency, no watcher of its key (median)", "fake")),
-                    )
-                    .map(|(with, without)| with / without),
-            ),
+            self.ratio_of_rows(put_with, put_without, "fake"),
             &|r| r <= 2.0,
         );
         check(

@@ -111,7 +111,10 @@ pub(crate) async fn mass_expiry(
     let advance = started.elapsed();
     let mut deleted = 0;
     while deleted < leases {
-        let response = watch.message().await?.ok_or("the watch ended")?;
+        let response = tokio::time::timeout(Duration::from_secs(60), watch.message())
+            .await
+            .map_err(|_| "no DELETE within 60 s")??
+            .ok_or("the watch ended")?;
         deleted += response
             .events()
             .iter()

@@ -60,7 +60,7 @@ impl Default for Soak {
             slow_streams: 10,
             idle_streams: 10,
             leases: 1_000,
-            lease_ttl_secs: 3,
+            lease_ttl_secs: 10,
             put_fault_probability: 0.01,
             memory_bound: 256 << 20,
         }
@@ -88,6 +88,9 @@ struct Seen {
     revisions: Vec<i64>,
     strays: usize,
 }
+
+/// How long any one answer may take.
+const ANSWER: Duration = Duration::from_secs(10);
 
 /// How long the run may wait for reading watchers to catch up at the end.
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -165,7 +168,10 @@ pub(crate) async fn run(path: &Path, soak: Soak) -> Result<Outcome, Error> {
         // The created responses come in the order of the creates.
         let mut by_id = HashMap::new();
         for &writer in &writers {
-            let created = responses.message().await?.ok_or("a watch stream ended")?;
+            let created = tokio::time::timeout(ANSWER, responses.message())
+                .await
+                .map_err(|_| "no created response within 10 s")??
+                .ok_or("a watch stream ended")?;
             if !created.created || created.canceled {
                 return Err(format!("a watch was not created: {created:?}").into());
             }
@@ -175,7 +181,6 @@ pub(crate) async fn run(path: &Path, soak: Soak) -> Result<Outcome, Error> {
         let task = tokio::spawn(read_events(
             responses,
             by_id.clone(),
-            soak.writers,
             Arc::clone(&seen),
             slow,
         ));
@@ -293,7 +298,9 @@ pub(crate) async fn run(path: &Path, soak: Soak) -> Result<Outcome, Error> {
         }
     }
     done.store(true, Ordering::Relaxed);
-    keeper.await??;
+    tokio::time::timeout(ANSWER, keeper)
+        .await
+        .map_err(|_| "the keepalive sender did not stop")???;
     let sampled = peak.await?;
     let peak_resident = targets::peak_resident_bytes(pid).unwrap_or(0).max(sampled);
     if peak_resident > soak.memory_bound {
@@ -317,9 +324,9 @@ pub(crate) async fn run(path: &Path, soak: Soak) -> Result<Outcome, Error> {
 }
 
 /// What is wrong with what one watcher got (`got`, mod revisions in
-/// arrival order), given the acknowledged writes of its prefix (`want`).
-/// Unacknowledged puts may have been applied (a fault after the write),
-/// so extra events are allowed, but not twice, not out of order.
+/// arrival order), given the acknowledged writes of its prefix (`want`,
+/// in order). Injected faults fail a put before it reaches the store, so
+/// the two must be equal: nothing missing, nothing twice, nothing extra.
 fn check_watcher(id: i64, got: &[i64], want: &[i64]) -> Option<String> {
     if let Some(pair) = got.windows(2).find(|pair| pair[0] >= pair[1]) {
         return Some(format!(
@@ -331,12 +338,20 @@ fn check_watcher(id: i64, got: &[i64], want: &[i64]) -> Option<String> {
         .iter()
         .filter(|r| got.binary_search(r).is_err())
         .count();
-    (missing > 0).then(|| {
-        format!(
+    let extra = got
+        .iter()
+        .filter(|r| want.binary_search(r).is_err())
+        .count();
+    match (missing, extra) {
+        (0, 0) => None,
+        (0, extra) => Some(format!(
+            "watch {id}: {extra} events of no acknowledged write"
+        )),
+        (missing, _) => Some(format!(
             "watch {id}: {missing} of {} acknowledged writes never came",
             want.len()
-        )
-    })
+        )),
+    }
 }
 
 /// Reads one stream's events into `seen`, by watch ID; a slow reader
@@ -344,7 +359,6 @@ fn check_watcher(id: i64, got: &[i64], want: &[i64]) -> Option<String> {
 async fn read_events(
     mut responses: tonic::Streaming<WatchResponse>,
     by_id: HashMap<i64, usize>,
-    writers: usize,
     seen: Arc<Mutex<HashMap<i64, Seen>>>,
     slow: bool,
 ) -> Result<(), Error> {
@@ -360,7 +374,7 @@ async fn read_events(
         let entry = seen.entry(response.watch_id).or_default();
         for event in response.events {
             let Some(kv) = event.kv else { continue };
-            if kv.key.starts_with(prefix.as_bytes()) && writer < writers {
+            if kv.key.starts_with(prefix.as_bytes()) {
                 entry.revisions.push(kv.mod_revision);
             } else {
                 entry.strays += 1;
@@ -392,7 +406,9 @@ async fn keep_alive(
     });
     while !done.load(Ordering::Relaxed) {
         for &id in &leases {
-            requests.send(LeaseKeepAliveRequest { id }).await?;
+            tokio::time::timeout(ANSWER, requests.send(LeaseKeepAliveRequest { id }))
+                .await
+                .map_err(|_| "the keepalive stream takes nothing")??;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -417,7 +433,10 @@ mod tests {
 
     #[test]
     fn a_watcher_must_see_every_acknowledged_write_once_in_order() {
-        assert_eq!(check_watcher(1, &[3, 5, 9], &[3, 9]), None);
+        assert_eq!(check_watcher(1, &[3, 5, 9], &[3, 5, 9]), None);
+        assert!(check_watcher(1, &[3, 5, 9], &[3, 9])
+            .unwrap()
+            .contains("no acknowledged"));
         assert!(check_watcher(1, &[3, 9], &[3, 5, 9])
             .unwrap()
             .contains("1 of 3"));

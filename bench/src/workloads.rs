@@ -319,7 +319,10 @@ pub(crate) async fn watch_fan_out(
             readers.push(tokio::spawn(async move {
                 let mut seen = 0;
                 while seen < per_stream {
-                    let response = stream.message().await?.ok_or("a watch ended")?;
+                    let response = tokio::time::timeout(Duration::from_secs(60), stream.message())
+                        .await
+                        .map_err(|_| "no watch event within 60 s")??
+                        .ok_or("a watch ended")?;
                     seen += response.events().len();
                 }
                 Ok::<_, Error>(stream)
