@@ -93,6 +93,14 @@ impl Members {
         }
     }
 
+    /// Lets `by` pass: the fake's clock is advanced, a real cluster waited on.
+    async fn pass(&self, by: Duration) {
+        match self {
+            Members::Fake(fake) => fake.advance(by).await,
+            Members::Real { .. } => tokio::time::sleep(by).await,
+        }
+    }
+
     /// Thaws member `i`.
     fn thaw(&self, i: usize, id: u64) {
         match self {
@@ -441,4 +449,41 @@ async fn a_learner_is_added_refused_promotion_and_removed() {
         gone.to_string().contains("etcdserver: member not found"),
         "{gone}"
     );
+}
+
+/// A frozen member keeps its connections to its peers (its sockets stay
+/// open), so a membership change counts it as connected, however long it
+/// was frozen: right after a follower is thawed from 7 s of SIGSTOP, a
+/// learner is added at once. (A member that is restarted comes back on new
+/// connections, and is counted only 5 s later: etcd's health interval.)
+#[tokio::test]
+async fn a_member_thawed_after_a_long_freeze_still_counts_for_membership() {
+    let test = "a_member_thawed_after_a_long_freeze_still_counts_for_membership";
+    let Some(members) = Members::get(test).await else {
+        return;
+    };
+    let _one_at_a_time = FREEZING.lock().await;
+    let _thaw = ThawOnDrop(&members);
+    let (leader, followers) = roles(&members).await;
+    let frozen = followers[0];
+    let frozen_id = members.id(frozen).await;
+    members.freeze(frozen).await;
+    members.pass(Duration::from_secs(7)).await;
+    members.thaw(frozen, frozen_id);
+    settles("the thawed member answers", || async {
+        members.client(frozen).await.status().await.is_ok()
+    })
+    .await;
+
+    let mut client = members.client(leader).await;
+    let learner = Some(MemberAddOptions::new().with_is_learner());
+    let added = client.member_add(["http://127.0.0.1:9"], learner).await;
+    // Leave the cluster as it was before judging.
+    if let Ok(added) = &added {
+        client
+            .member_remove(added.member().unwrap().id())
+            .await
+            .unwrap();
+    }
+    assert!(added.is_ok(), "{:?}", added.map(|_| ()));
 }
