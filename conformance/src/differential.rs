@@ -827,7 +827,7 @@ impl Case {
                 })
             }
             Step::Put(mut put, lease) => {
-                put.lease = lease_id(lease, &side.granted);
+                put.lease = fuzz::lease_of(lease, &side.granted);
                 self.leased |= put.lease != 0;
                 shown(side.kv.put(put).await, |mut r| {
                     ids.header(&mut r.header);
@@ -874,7 +874,7 @@ impl Case {
                 })
             }
             Step::Revoke(lease) => {
-                let id = lease_id(lease, &side.granted);
+                let id = fuzz::lease_of(lease, &side.granted);
                 shown(
                     side.lease.lease_revoke(LeaseRevokeRequest { id }).await,
                     |mut r| {
@@ -884,7 +884,7 @@ impl Case {
                 )
             }
             Step::TimeToLive(lease, keys) => {
-                let id = lease_id(lease, &side.granted);
+                let id = fuzz::lease_of(lease, &side.granted);
                 let answer = side
                     .lease
                     .lease_time_to_live(LeaseTimeToLiveRequest { id, keys })
@@ -1216,15 +1216,6 @@ impl Ids {
         } else {
             id
         }
-    }
-}
-
-fn lease_id(lease: LeaseRef, granted: &[i64]) -> i64 {
-    match lease {
-        LeaseRef::None => 0,
-        LeaseRef::Granted(n) if granted.is_empty() => n as i64,
-        LeaseRef::Granted(n) => granted[n % granted.len()],
-        LeaseRef::Unknown(id) => id,
     }
 }
 

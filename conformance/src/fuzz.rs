@@ -580,7 +580,8 @@ pub(crate) fn resolve(rev: Rev, current: i64) -> i64 {
     }
 }
 
-fn lease_of(lease: LeaseRef, granted: &[i64]) -> i64 {
+/// The lease ID `lease` names, given the leases granted so far.
+pub(crate) fn lease_of(lease: LeaseRef, granted: &[i64]) -> i64 {
     match lease {
         LeaseRef::None => 0,
         LeaseRef::Granted(n) if granted.is_empty() => n as i64,

@@ -93,6 +93,11 @@ impl Target {
     pub fn is_fake(&self) -> bool {
         matches!(self, Target::Fake)
     }
+
+    /// Whether the target is a real etcd of several members.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Real(endpoints) if endpoints.len() > 1)
+    }
 }
 
 /// Starts a [`Bridge`](fake_etcd::Bridge) in front of the etcd at
