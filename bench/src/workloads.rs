@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
-use etcd_proto::etcdserverpb::RangeRequest;
+use etcd_proto::etcdserverpb::{PutRequest, RangeRequest};
 
 use crate::targets::Target;
 use crate::Error;
@@ -282,7 +282,10 @@ pub(crate) struct FanOut {
 }
 
 /// `streams × per_stream` watchers on one key; `rounds` puts of it, each
-/// timed on the writer's side and until every watcher got its event.
+/// timed on the writer's side and until every watcher got its event. The
+/// writer has its own connection, as a test's writes and the code it
+/// watches for usually do; on the watchers' connection its answer would
+/// also queue behind their events.
 pub(crate) async fn watch_fan_out(
     t: &Target,
     prefix: &str,
@@ -292,10 +295,16 @@ pub(crate) async fn watch_fan_out(
 ) -> Result<FanOut, Error> {
     let mut client = t.client.clone();
     let key = format!("{prefix}fan-out/{streams}x{per_stream}");
+    let mut writer = t.kv.clone();
+    let put = |round: usize| PutRequest {
+        key: key.clone().into(),
+        value: round.to_string().into(),
+        ..Default::default()
+    };
     let mut alone = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let started = Instant::now();
-        client.put(key.as_str(), round.to_string(), None).await?;
+        writer.put(put(round)).await?;
         alone.push(started.elapsed());
     }
     let mut watching = Vec::with_capacity(streams);
@@ -312,7 +321,7 @@ pub(crate) async fn watch_fan_out(
     let mut last_events = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let started = Instant::now();
-        client.put(key.as_str(), round.to_string(), None).await?;
+        writer.put(put(round)).await?;
         puts.push(started.elapsed());
         let mut readers = Vec::with_capacity(streams);
         for mut stream in watching.drain(..) {

@@ -49,6 +49,11 @@ async fn slow_consumer_catches_up() {
 }
 
 #[tokio::test]
+async fn a_crowd_on_one_stream_gets_every_event_once() {
+    run(watch::a_crowd_on_one_stream_gets_every_event_once).await;
+}
+
+#[tokio::test]
 async fn fragments() {
     run(watch::fragments).await;
 }

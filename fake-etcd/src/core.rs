@@ -383,7 +383,7 @@ impl Core {
     }
 
     /// Tells watchers about a write's events.
-    pub(crate) fn publish(&mut self, events: &[Event]) {
+    pub(crate) fn publish(&mut self, events: &Arc<[Event]>) {
         if !events.is_empty() {
             let (watchers, ctx) = self.watch();
             watchers.publish(events, ctx);

@@ -21,8 +21,9 @@
 //! - `kv`: what KV requests mean: validation, then application to the store.
 //! - `lease`: the lessor, with its deadline queue.
 //! - `clock`: where time comes from ([`TimeSource`]).
-//! - `watch`: the watch hub: watchers, their index, catch-up and progress,
-//!   speaking in `WatchResponse`s.
+//! - `watch`: the watch hub: watchers, their index, catch-up and progress;
+//!   a write's events leave it as one delivery per stream, which the
+//!   stream's sender turns into `WatchResponse`s.
 //! - `core`: everything a request may change (store, lessor, watch hub,
 //!   raft term and index, alarms, the cluster), synchronous, with no gRPC
 //!   in it.

@@ -628,6 +628,140 @@ pub async fn slow_consumer_catches_up(s: &mut Scenario) {
     }
 }
 
+/// Watchers of one key and of its prefix, 50 of each kind on one stream
+/// (plain, `prev_kv`, no puts, prefix), and a consumer that does not read
+/// while 200 writes of 1 KiB values happen, far more than a stream and its
+/// connection buffer: every watcher gets
+/// every event it asked for, once, in order, with a txn's events of one
+/// revision in one response.
+pub async fn a_crowd_on_one_stream_gets_every_event_once(s: &mut Scenario) {
+    const EACH: i64 = 50;
+    const WRITES: i64 = 200;
+    // Values carry the write's number, padded so that the responses
+    // overflow the stream's buffer and HTTP/2 windows.
+    let padded = |value: &str| format!("{value:.<1024}");
+    let create = |id: i64| match id % 4 {
+        0 => on_key(s, "k"),
+        1 => WatchCreateRequest {
+            prev_kv: true,
+            ..on_key(s, "k")
+        },
+        2 => WatchCreateRequest {
+            filters: vec![FilterType::Noput as i32],
+            ..on_key(s, "k")
+        },
+        _ => on_prefix(s),
+    };
+    let mut w = RawWatch::open(s, create(0)).await;
+    assert!(w.next().await.created);
+    for id in 1..4 * EACH {
+        w.create(create(id)).await;
+        let r = w.next().await;
+        assert!(r.created && r.watch_id == id, "{r:?}");
+    }
+    // What each kind should see: (type, key, value, previous value).
+    type Seen = (EventType, String, String, Option<String>);
+    let mut expected: [Vec<Seen>; 4] = Default::default();
+    let mut value_of_k: Option<String> = None;
+    let mut kv = s.kv();
+    for i in 0..WRITES {
+        let value = i.to_string();
+        let put_k = || PutRequest {
+            key: b(s.key("k")),
+            value: b(padded(&value)),
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        if i % 10 == 9 {
+            let put_k2 = RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    key: b(s.key("k2")),
+                    value: b(padded(&value)),
+                    ..Default::default()
+                })),
+            };
+            let put_k = RequestOp {
+                request: Some(Request::RequestPut(put_k())),
+            };
+            let txn = TxnRequest {
+                success: vec![put_k2, put_k],
+                ..Default::default()
+            };
+            kv.txn(txn).await.unwrap();
+            events.push((EventType::Put, "k2".to_string(), value.clone(), None));
+            events.push((
+                EventType::Put,
+                "k".to_string(),
+                value.clone(),
+                value_of_k.take(),
+            ));
+            value_of_k = Some(value);
+        } else if i % 2 == 1 {
+            let del = DeleteRangeRequest {
+                key: b(s.key("k")),
+                ..Default::default()
+            };
+            kv.delete_range(del).await.unwrap();
+            let previous = value_of_k.take();
+            // A delete event carries the deleted key, with no value.
+            events.push((EventType::Delete, "k".to_string(), String::new(), previous));
+        } else {
+            kv.put(put_k()).await.unwrap();
+            events.push((
+                EventType::Put,
+                "k".to_string(),
+                value.clone(),
+                value_of_k.take(),
+            ));
+            value_of_k = Some(value);
+        }
+        for e in events {
+            let on_k = e.1 == "k";
+            if on_k {
+                expected[0].push((e.0, e.1.clone(), e.2.clone(), None));
+                expected[1].push(e.clone());
+                if e.0 == EventType::Delete {
+                    expected[2].push((e.0, e.1.clone(), e.2.clone(), None));
+                }
+            }
+            expected[3].push((e.0, e.1, e.2, None));
+        }
+    }
+    let want = |id: i64| expected[(id % 4) as usize].len();
+    let mut seen: Vec<Vec<Seen>> = vec![Vec::new(); (4 * EACH) as usize];
+    let mut last_revision = vec![0; (4 * EACH) as usize];
+    while (0..4 * EACH).any(|id| seen[id as usize].len() < want(id)) {
+        let r = w.next().await;
+        assert!(!r.canceled && !r.events.is_empty(), "{r:?}");
+        let id = r.watch_id as usize;
+        let first = r.events[0].kv.as_ref().unwrap().mod_revision;
+        assert!(
+            first > last_revision[id],
+            "watcher {id}: a revision split or repeated"
+        );
+        last_revision[id] = r.events.last().unwrap().kv.as_ref().unwrap().mod_revision;
+        seen[id].extend(r.events.iter().map(|e| {
+            let kv = e.kv.as_ref().unwrap();
+            let unpadded = |value: &[u8]| {
+                String::from_utf8_lossy(value)
+                    .trim_end_matches('.')
+                    .to_string()
+            };
+            let value = unpadded(&kv.value);
+            let previous = e.prev_kv.as_ref().map(|p| unpadded(&p.value));
+            (kind(e), name(s, e), value, previous)
+        }));
+    }
+    for id in 0..4 * EACH {
+        assert_eq!(
+            seen[id as usize],
+            expected[(id % 4) as usize],
+            "watcher {id}"
+        );
+    }
+    w.expect_nothing_sent(s, "after every event").await;
+}
+
 /// With `fragment`, a response over 2 MiB is split; every piece but the
 /// last says `fragment`, and no event is lost.
 pub async fn fragments(s: &mut Scenario) {

@@ -13,7 +13,7 @@ use crate::error::EtcdError;
 use crate::revision::Revision;
 
 /// Which keys a request addresses, decoded from etcd's `key`/`range_end` pair.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum KeyRange {
     /// `range_end` empty: exactly this key.
     Single(Bytes),

@@ -1,6 +1,7 @@
 //! `etcdserverpb.Watch`: one task per stream reads requests; responses come
 //! from that task (created, canceled, progress) and from the watch hub
-//! (events), through the stream's bounded outbox. A stream that must end
+//! (events, progress ticks), through the stream's bounded outbox, whose
+//! items the stream's sender unpacks into responses. A stream that must end
 //! with an error (the client's side failed, or a test ended it) says so
 //! through a separate one-shot slot, delivered after every response queued
 //! before it.
@@ -26,7 +27,7 @@ use crate::auth::Credentials;
 use crate::core::Core;
 use crate::error::{go_status_text, EtcdError};
 use crate::member::Member;
-use crate::watch::{Outbox, StreamId, STREAM_BUFFER};
+use crate::watch::{Outbox, Outgoing, StreamId, Unpacker, STREAM_BUFFER};
 
 /// The Watch service of one member.
 #[derive(Debug, Clone)]
@@ -94,6 +95,7 @@ impl Watch for WatchService {
         let cluster_changes = WatchStream::new(self.member.shared.changes.subscribe());
         Ok(Response::new(Responses {
             responses,
+            unpacker: Unpacker::default(),
             ended: Some(ended),
             lagging,
             member: Arc::clone(&self.member),
@@ -156,7 +158,7 @@ async fn serve_requests(
         let mut core = member.lock();
         if let RequestUnion::CreateRequest(create) = &request {
             if let Err(denied) = authorize_watch(&mut core, &credentials, create, now) {
-                permit.send(denied_watch(&member, &core, &denied));
+                permit.send(denied_watch(&member, &core, &denied).into());
                 continue;
             }
         }
@@ -164,19 +166,19 @@ async fn serve_requests(
         match request {
             RequestUnion::CreateRequest(create) => {
                 let (response, started) = watchers.create(stream, create, ctx);
-                permit.send(response);
+                permit.send(response.into());
                 if let Some(id) = started {
                     watchers.created(stream, id, ctx);
                 }
             }
             RequestUnion::CancelRequest(cancel) => {
                 if let Some(response) = watchers.cancel(stream, cancel.watch_id, ctx) {
-                    permit.send(response);
+                    permit.send(response.into());
                 }
             }
             RequestUnion::ProgressRequest(_) => {
                 if let Some(response) = watchers.progress(stream, ctx) {
-                    permit.send(response);
+                    permit.send(response.into());
                 }
             }
         }
@@ -236,10 +238,12 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// A stream's responses. Each response taken makes room in the outbox, so
-/// if the stream has watchers waiting for room, the syncer is woken.
+/// A stream's responses. Each item taken makes room in the outbox, so if
+/// the stream has watchers waiting for room, the syncer is woken.
 pub(crate) struct Responses {
-    responses: mpsc::Receiver<WatchResponse>,
+    responses: mpsc::Receiver<Outgoing>,
+    /// Turns the item taken last into responses.
+    unpacker: Unpacker,
     /// The error the stream ends with, once every response queued before
     /// it is out.
     ended: Option<oneshot::Receiver<Status>>,
@@ -310,11 +314,8 @@ impl Stream for Responses {
             let held = self.as_sent_by_member(held);
             return Poll::Ready(Some(Ok(held)));
         }
-        let closed = match self.responses.poll_recv(cx) {
-            Poll::Ready(Some(response)) => {
-                if self.lagging.swap(false, Ordering::AcqRel) {
-                    self.member.shared.watch_sync.notify_one();
-                }
+        let closed = loop {
+            if let Some(response) = self.unpacker.next_response() {
                 if self.out_of_touch && !Self::passes_out_of_touch(&response) {
                     self.held = Some(response);
                     return Poll::Pending;
@@ -322,8 +323,16 @@ impl Stream for Responses {
                 let response = self.as_sent_by_member(response);
                 return Poll::Ready(Some(Ok(response)));
             }
-            Poll::Ready(None) => true,
-            Poll::Pending => false,
+            match self.responses.poll_recv(cx) {
+                Poll::Ready(Some(item)) => {
+                    if self.lagging.swap(false, Ordering::AcqRel) {
+                        self.member.shared.watch_sync.notify_one();
+                    }
+                    self.unpacker.load(item);
+                }
+                Poll::Ready(None) => break true,
+                Poll::Pending => break false,
+            }
         };
         // Nothing queued: the stream may have ended with an error, which is
         // set before the outbox closes.

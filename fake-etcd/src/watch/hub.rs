@@ -8,29 +8,26 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
-use etcd_proto::mvccpb::{event::EventType, Event};
-use prost::Message;
+use etcd_proto::mvccpb::Event;
 use tokio::sync::mpsc;
 
+use super::delivery::{split, Delivery, Interest, Outgoing, Part, Subscriber, WatcherKey};
+use super::index::{Reached, SyncedIndex};
 use crate::error::EtcdError;
 use crate::header::HeaderSource;
-use crate::limits::MAX_RECV_BYTES;
 use crate::mvcc::{KeyRange, Store};
 
-/// Responses a stream may have queued before its watchers count as slow
-/// (etcd's `chanBufLen`).
+/// Items a stream may have queued before its watchers count as slow
+/// (etcd's `chanBufLen`, which counts responses; here a write's events for
+/// all of a stream's watchers are one item, see [`Delivery`]).
 pub(crate) const STREAM_BUFFER: usize = 128;
 
 /// Where a stream's responses go.
-pub(crate) type Outbox = mpsc::Sender<WatchResponse>;
+pub(crate) type Outbox = mpsc::Sender<Outgoing>;
 
 /// A catch-up response covers at most this many revisions (etcd's
 /// `watchBatchMaxRevs`).
 const MAX_REVISIONS_PER_BATCH: i64 = 1000;
-
-/// A response this large (etcd's max request bytes plus gRPC overhead, its
-/// receive limit) is split when its watcher asked for fragments.
-const FRAGMENT_BYTES: usize = MAX_RECV_BYTES;
 
 /// The shortest progress interval a hub takes: a tick per millisecond of
 /// the member's clock is already more than any client asks for.
@@ -42,14 +39,9 @@ pub(crate) const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(365 * 24 
 /// Identifies a watch stream within a member.
 pub(crate) type StreamId = u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct WatcherKey {
-    stream: StreamId,
-    id: i64,
-}
-
-/// Where a watcher stands; [`transition`] is the one place it changes, and
-/// keeps the synced index and the unsynced set in step with it.
+/// Where a watcher stands; [`transition`] changes it, and keeps the synced
+/// index and the unsynced set in step with it (as does
+/// [`WatchHub::deliver`], which sets a whole audience aside at once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Registered; its `created` response is on the way.
@@ -63,37 +55,33 @@ enum State {
 #[derive(Debug)]
 struct Watcher {
     range: KeyRange,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
-    progress_notify: bool,
-    fragment: bool,
+    interest: Interest,
     start_revision: i64,
-    /// The first revision this watcher has not been told about.
+    /// The first revision this watcher has not been told about; for a
+    /// synced watcher, the first it may be told about (writes do not move
+    /// it: a synced watcher has seen every write up to the current one).
     next_revision: i64,
     state: State,
-    /// Whether events went out since the last progress tick.
-    events_since_tick: bool,
 }
 
 impl Watcher {
-    /// The events this watcher is sent, from those of a write that matched
+    /// The events this watcher is sent, from those of writes that matched
     /// its range: filters applied, `prev_kv` only if asked for and still
     /// retained.
     fn select(&self, events: impl Iterator<Item = Event>, compact_revision: i64) -> Vec<Event> {
         events
-            .filter(|e| {
-                let put = e.r#type == EventType::Put as i32;
-                !(put && self.no_put || !put && self.no_delete)
-            })
-            .map(|mut e| {
-                let mod_revision = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                if !self.prev_kv || mod_revision - 1 < compact_revision {
-                    e.prev_kv = None;
-                }
-                e
-            })
+            .filter(|e| self.interest.wants(e))
+            .map(|e| self.interest.shape(e, compact_revision))
             .collect()
+    }
+
+    /// How the synced index holds it.
+    fn subscriber(&self, key: WatcherKey) -> Subscriber {
+        Subscriber {
+            key,
+            from: self.next_revision,
+            interest: self.interest,
+        }
     }
 }
 
@@ -108,23 +96,9 @@ struct Stream {
     lagging: Arc<AtomicBool>,
 }
 
-/// Synced watchers by what they watch: exact keys and prefixes are found by
-/// hashing the written key (and its prefixes); other ranges, which clients
-/// rarely use, are tested one by one.
-#[derive(Debug, Default)]
-struct SyncedIndex {
-    keys: HashMap<Bytes, Vec<WatcherKey>>,
-    prefixes: HashMap<Bytes, Vec<WatcherKey>>,
-    /// How many distinct watched prefixes there are of each length: a
-    /// written key is looked up only at those lengths, so a long key costs
-    /// its length once per watched prefix length, never its length squared.
-    prefix_lengths: BTreeMap<usize, usize>,
-    ranges: Vec<(KeyRange, WatcherKey)>,
-}
-
 /// The start of a prefix range: `Some(p)` if `[start, end)` is exactly the
 /// keys beginning with `p`.
-fn as_prefix(range: &KeyRange) -> Option<&Bytes> {
+pub(super) fn as_prefix(range: &KeyRange) -> Option<&Bytes> {
     match range {
         KeyRange::Between(start, end) if prefix_end(start).as_deref() == Some(&end[..]) => {
             Some(start)
@@ -147,77 +121,6 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// there is none.
 pub(crate) fn prefix_range_end(prefix: &[u8]) -> Bytes {
     prefix_end(prefix).map_or_else(|| Bytes::from_static(b"\0"), Bytes::from)
-}
-
-impl SyncedIndex {
-    fn insert(&mut self, range: &KeyRange, watcher: WatcherKey) {
-        match (range, as_prefix(range)) {
-            (KeyRange::Single(key), _) => self.keys.entry(key.clone()).or_default().push(watcher),
-            (_, Some(prefix)) => {
-                let watchers = self.prefixes.entry(prefix.clone()).or_default();
-                if watchers.is_empty() {
-                    *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
-                }
-                watchers.push(watcher);
-            }
-            _ => self.ranges.push((range.clone(), watcher)),
-        }
-    }
-
-    fn remove(&mut self, range: &KeyRange, watcher: WatcherKey) {
-        /// Whether the key's last watcher went.
-        fn remove_from(
-            map: &mut HashMap<Bytes, Vec<WatcherKey>>,
-            key: &Bytes,
-            watcher: WatcherKey,
-        ) -> bool {
-            let Some(list) = map.get_mut(key) else {
-                return false;
-            };
-            list.retain(|w| *w != watcher);
-            let emptied = list.is_empty();
-            if emptied {
-                map.remove(key);
-            }
-            emptied
-        }
-        match (range, as_prefix(range)) {
-            (KeyRange::Single(key), _) => {
-                remove_from(&mut self.keys, key, watcher);
-            }
-            (_, Some(prefix)) => {
-                if remove_from(&mut self.prefixes, prefix, watcher) {
-                    if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
-                        *count -= 1;
-                        if *count == 0 {
-                            self.prefix_lengths.remove(&prefix.len());
-                        }
-                    }
-                }
-            }
-            _ => self.ranges.retain(|(_, w)| *w != watcher),
-        }
-    }
-
-    /// Every synced watcher whose range holds `key`.
-    fn matching(&self, key: &[u8], out: &mut Vec<WatcherKey>) {
-        if let Some(list) = self.keys.get(key) {
-            out.extend(list);
-        }
-        if !self.prefixes.is_empty() {
-            for &len in self.prefix_lengths.range(..=key.len()).map(|(len, _)| len) {
-                if let Some(list) = self.prefixes.get(&key[..len]) {
-                    out.extend(list);
-                }
-            }
-        }
-        out.extend(
-            self.ranges
-                .iter()
-                .filter(|(r, _)| r.contains(key))
-                .map(|(_, w)| *w),
-        );
-    }
 }
 
 /// Every watch stream and watcher of a member.
@@ -255,7 +158,7 @@ fn unindex(
     w: &Watcher,
 ) {
     match w.state {
-        State::Synced => synced.remove(&w.range, key),
+        State::Synced => synced.remove(&w.range, key.stream, key.id),
         State::Unsynced => {
             unsynced.remove(&key);
         }
@@ -277,7 +180,7 @@ fn transition(
     }
     unindex(synced, unsynced, key, w);
     match to {
-        State::Synced => synced.insert(&w.range, key),
+        State::Synced => synced.insert(&w.range, w.subscriber(key)),
         State::Unsynced => {
             unsynced.insert(key);
         }
@@ -341,13 +244,11 @@ impl WatchHub {
             return;
         };
         self.progress_queue.remove(&(s.progress_deadline, stream));
-        for (id, w) in s.watchers {
-            unindex(
-                &mut self.synced,
-                &mut self.unsynced,
-                WatcherKey { stream, id },
-                &w,
-            );
+        let synced = s.watchers.iter().filter(|(_, w)| w.state == State::Synced);
+        self.synced
+            .remove_many(stream, synced.map(|(&id, w)| (&w.range, id)));
+        for &id in s.watchers.keys() {
+            self.unsynced.remove(&WatcherKey { stream, id });
         }
     }
 
@@ -400,11 +301,13 @@ impl WatchHub {
         let filters = |f: i32| req.filters.contains(&f);
         let watcher = Watcher {
             range,
-            no_put: filters(0),
-            no_delete: filters(1),
-            prev_kv: req.prev_kv,
-            progress_notify: req.progress_notify,
-            fragment: req.fragment,
+            interest: Interest {
+                no_put: filters(0),
+                no_delete: filters(1),
+                prev_kv: req.prev_kv,
+                fragment: req.fragment,
+                progress_notify: req.progress_notify,
+            },
             start_revision: req.start_revision,
             next_revision: if req.start_revision == 0 {
                 current + 1
@@ -412,7 +315,6 @@ impl WatchHub {
                 req.start_revision
             },
             state: State::Creating,
-            events_since_tick: false,
         };
         s.watchers.insert(id, watcher);
         let response = WatchResponse {
@@ -488,66 +390,93 @@ impl WatchHub {
     }
 
     /// Tells the synced watchers a write matches about its events: one
-    /// response per watcher, with its events in the write's order. A watcher
-    /// whose outbox is full falls back to catching up from history.
-    pub(crate) fn publish(&mut self, events: &[Event], ctx: Context<'_>) {
-        if events.is_empty()
-            || (self.synced.keys.is_empty()
-                && self.synced.prefixes.is_empty()
-                && self.synced.ranges.is_empty())
-        {
+    /// [`Delivery`] per stream, which the stream's sender unpacks into one
+    /// response per watcher, with its events in the write's order. The
+    /// writer's work is a lookup per event and a few words per stream; the
+    /// index's audiences are shared, not copied. The watchers of a stream
+    /// whose outbox is full fall back to catching up from history.
+    pub(crate) fn publish(&mut self, events: &Arc<[Event]>, ctx: Context<'_>) {
+        if events.is_empty() || self.synced.is_empty() {
             return;
         }
-        let revision = ctx.store.revision();
-        let mut per_watcher: BTreeMap<WatcherKey, Vec<usize>> = BTreeMap::new();
-        let mut matched = Vec::new();
-        for (i, event) in events.iter().enumerate() {
+        let several = events.len() > 1;
+        let mut parts: Vec<(StreamId, Part)> = Vec::new();
+        // Where each audience's part is, when a write has several events
+        // (an audience of a prefix may match more than one).
+        let mut part_of: HashMap<PartId, usize> = HashMap::new();
+        for (i, event) in (0u32..).zip(events.iter()) {
             let Some(kv) = &event.kv else { continue };
-            matched.clear();
-            self.synced.matching(&kv.key, &mut matched);
-            for w in &matched {
-                per_watcher.entry(*w).or_default().push(i);
-            }
+            self.synced
+                .reached_by(&kv.key, |Reached { stream, recipients }| {
+                    if several {
+                        let id = PartId::of(&recipients);
+                        if let Some(&at) = part_of.get(&id) {
+                            parts[at].1.events.push(i);
+                            return;
+                        }
+                        part_of.insert(id, parts.len());
+                    }
+                    parts.push((
+                        stream,
+                        Part {
+                            recipients,
+                            events: vec![i],
+                        },
+                    ));
+                });
         }
-        for (key, indices) in per_watcher {
-            let Some(s) = self.streams.get_mut(&key.stream) else {
+        if parts.is_empty() {
+            return;
+        }
+        parts.sort_by_key(|(stream, _)| *stream);
+        let revision = ctx.store.revision();
+        let header = ctx.header(revision);
+        let compact_revision = ctx.store.compact_revision();
+        let mut parts = parts.into_iter().peekable();
+        while let Some((stream, part)) = parts.next() {
+            let mut delivery = Delivery {
+                header,
+                revision,
+                events: Arc::clone(events),
+                compact_revision,
+                parts: vec![part],
+            };
+            while let Some((_, part)) = parts.next_if(|(next, _)| *next == stream) {
+                delivery.parts.push(part);
+            }
+            self.deliver(stream, delivery);
+        }
+    }
+
+    /// Queues a write's delivery to one stream, or, if its outbox is full,
+    /// sets the delivery's watchers aside to catch up from its revision on.
+    fn deliver(&mut self, stream: StreamId, delivery: Delivery) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Err(refused) = s.outbox.try_send(Outgoing::Delivery(delivery)) else {
+            return;
+        };
+        let Outgoing::Delivery(delivery) = refused.into_inner() else {
+            return;
+        };
+        s.lagging.store(true, Ordering::Release);
+        let mut leaving = Vec::new();
+        for recipient in delivery.recipients() {
+            let id = recipient.key.id;
+            let Some(w) = s.watchers.get_mut(&id) else {
                 continue;
             };
-            let Some(w) = s.watchers.get_mut(&key.id) else {
-                continue;
-            };
-            if revision < w.next_revision {
-                continue; // it starts in the future
-            }
-            let selected = w.select(
-                indices.iter().map(|&i| events[i].clone()),
-                ctx.store.compact_revision(),
-            );
-            if selected.is_empty() {
-                w.next_revision = revision + 1;
-            } else if send(
-                &s.outbox,
-                key.id,
-                ctx.header(revision),
-                selected,
-                w.fragment,
-            ) {
-                w.next_revision = revision + 1;
-                // Only a response with events counts against progress.
-                w.events_since_tick = true;
-            } else {
-                // A slow consumer: set aside, caught up from history later.
-                w.next_revision = revision;
-                s.lagging.store(true, Ordering::Release);
-                transition(
-                    &mut self.synced,
-                    &mut self.unsynced,
-                    key,
-                    w,
-                    State::Unsynced,
-                );
+            if w.state == State::Synced {
+                w.next_revision = delivery.revision;
+                w.state = State::Unsynced;
+                self.unsynced.insert(recipient.key);
+                leaving.push((w.range.clone(), id));
             }
         }
+        // One pass over each audience, however many of its watchers leave.
+        self.synced
+            .remove_many(stream, leaving.iter().map(|(range, id)| (range, *id)));
     }
 
     /// Catches unsynced watchers up as far as their outboxes allow.
@@ -577,7 +506,7 @@ impl WatchHub {
                     compact_revision: compacted,
                     ..Default::default()
                 };
-                if s.outbox.try_send(response).is_ok() {
+                if s.outbox.try_send(Outgoing::plain(response)).is_ok() {
                     transition(
                         &mut self.synced,
                         &mut self.unsynced,
@@ -603,11 +532,16 @@ impl WatchHub {
                 .cloned();
             let selected = w.select(matching, compacted);
             if !selected.is_empty() {
-                if !send(&s.outbox, key.id, ctx.header(current), selected, w.fragment) {
+                let response = WatchResponse {
+                    header: ctx.header(current),
+                    watch_id: key.id,
+                    events: selected,
+                    ..Default::default()
+                };
+                if !send(&s.outbox, response, w.interest) {
                     s.lagging.store(true, Ordering::Release);
                     return;
                 }
-                w.events_since_tick = true;
             }
             w.next_revision = last + 1;
         }
@@ -618,8 +552,9 @@ impl WatchHub {
         self.progress_queue.first().map(|&(deadline, _)| deadline)
     }
 
-    /// Sends the progress notifications due at `now`: to each watcher that
-    /// asked for them, is synced, and got no events since the last tick.
+    /// Sends the progress ticks due at `now`: each watcher that asked for
+    /// notifications and is synced is sent one, unless it got events since
+    /// the last tick (which the stream's sender knows, see [`Outgoing`]).
     ///
     /// Each stream is visited at most once per call, whatever the interval:
     /// the due entries are taken out of the queue before any goes back in,
@@ -636,24 +571,43 @@ impl WatchHub {
             let Some(s) = self.streams.get_mut(&stream) else {
                 continue;
             };
-            for (&id, w) in &mut s.watchers {
-                if w.progress_notify
-                    && !w.events_since_tick
-                    && w.state == State::Synced
-                    && current >= w.start_revision
-                {
-                    let response = WatchResponse {
-                        header,
-                        watch_id: id,
-                        ..Default::default()
-                    };
-                    // A full outbox already tells the client plenty.
-                    let _ = s.outbox.try_send(response);
-                }
-                w.events_since_tick = false;
+            let mut asked = false;
+            let watch_ids = s
+                .watchers
+                .iter()
+                .filter(|(_, w)| {
+                    asked |= w.interest.progress_notify;
+                    w.interest.progress_notify
+                        && w.state == State::Synced
+                        && current >= w.start_revision
+                })
+                .map(|(&id, _)| id)
+                .collect();
+            if asked {
+                // A full outbox already tells the client plenty.
+                let _ = s
+                    .outbox
+                    .try_send(Outgoing::ProgressTick { header, watch_ids });
             }
             s.progress_deadline = next_tick(deadline, self.progress_interval, now);
             self.progress_queue.insert((s.progress_deadline, stream));
+        }
+    }
+}
+
+/// Identifies a part of a delivery while a write is published: the
+/// audience it shares, or the one watcher it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PartId {
+    Audience(*const Subscriber),
+    Watcher(WatcherKey),
+}
+
+impl PartId {
+    fn of(recipients: &super::delivery::Recipients) -> Self {
+        match recipients {
+            super::delivery::Recipients::Many(many) => Self::Audience(many.as_ptr()),
+            super::delivery::Recipients::One(one) => Self::Watcher(one.key),
         }
     }
 }
@@ -671,30 +625,17 @@ fn next_tick(last: Duration, interval: Duration, now: Duration) -> Duration {
     next.saturating_add(skip)
 }
 
-/// Sends a watcher's events as one response, or as fragments when it asked
-/// for them and the response is too large; all or nothing.
-fn send(
-    outbox: &Outbox,
-    watch_id: i64,
-    header: Option<ResponseHeader>,
-    events: Vec<Event>,
-    fragment: bool,
-) -> bool {
-    let whole = WatchResponse {
-        header,
-        watch_id,
-        events,
-        ..Default::default()
-    };
-    let responses = if fragment && whole.events.len() > 1 && whole.encoded_len() >= FRAGMENT_BYTES {
-        fragments(whole)
-    } else {
-        vec![whole]
-    };
+/// Sends a watcher's catch-up events as one response, or as fragments when
+/// it asked for them and the response is too large; all or nothing.
+fn send(outbox: &Outbox, whole: WatchResponse, interest: Interest) -> bool {
+    let responses = split(whole, interest.fragment);
     match outbox.try_reserve_many(responses.len()) {
         Ok(permits) => {
             for (permit, response) in permits.zip(responses) {
-                permit.send(response);
+                permit.send(Outgoing::Response {
+                    response,
+                    events_count: interest.progress_notify,
+                });
             }
             true
         }
@@ -702,33 +643,9 @@ fn send(
     }
 }
 
-/// etcd's `sendFragments`: pieces of at most the fragment size (at least
-/// one event each), every one but the last marked `fragment`.
-fn fragments(whole: WatchResponse) -> Vec<WatchResponse> {
-    let template = WatchResponse {
-        events: Vec::new(),
-        fragment: true,
-        ..whole.clone()
-    };
-    let mut pieces = Vec::new();
-    let mut current = template.clone();
-    for event in whole.events {
-        current.events.push(event);
-        if current.events.len() > 1 && current.encoded_len() >= FRAGMENT_BYTES {
-            let overflow = current.events.pop();
-            pieces.push(std::mem::replace(&mut current, template.clone()));
-            current.events.extend(overflow);
-        }
-    }
-    current.fragment = false;
-    pieces.push(current);
-    pieces
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etcd_proto::mvccpb::KeyValue;
 
     #[test]
     fn the_next_tick_is_always_after_now() {
@@ -772,86 +689,5 @@ mod tests {
         assert_eq!(prefix_end(b"\xff"), None);
         let other = KeyRange::new(&Bytes::from_static(b"a"), &Bytes::from_static(b"c"));
         assert!(as_prefix(&other).is_none());
-    }
-
-    #[test]
-    fn the_index_finds_exact_prefix_and_range_watchers_only() {
-        let mut index = SyncedIndex::default();
-        let w = |id| WatcherKey { stream: 0, id };
-        index.insert(&KeyRange::Single(Bytes::from_static(b"svc/a")), w(1));
-        index.insert(
-            &KeyRange::new(&Bytes::from_static(b"svc/"), &Bytes::from_static(b"svc0")),
-            w(2),
-        );
-        index.insert(&KeyRange::From(Bytes::from_static(b"t")), w(3));
-        index.insert(&KeyRange::Single(Bytes::from_static(b"other")), w(4));
-        let mut found = Vec::new();
-        index.matching(b"svc/a", &mut found);
-        assert_eq!(found, [w(1), w(2)]);
-        found.clear();
-        index.matching(b"u", &mut found);
-        assert_eq!(found, [w(3)]);
-        index.remove(
-            &KeyRange::new(&Bytes::from_static(b"svc/"), &Bytes::from_static(b"svc0")),
-            w(2),
-        );
-        found.clear();
-        index.matching(b"svc/b", &mut found);
-        assert!(found.is_empty());
-        assert!(index.prefix_lengths.is_empty(), "no prefix is watched");
-    }
-
-    #[test]
-    fn prefixes_of_several_lengths_match_long_keys() {
-        let mut index = SyncedIndex::default();
-        let w = |id| WatcherKey { stream: 0, id };
-        let prefix = |p: &'static [u8]| {
-            KeyRange::new(&Bytes::from_static(p), &Bytes::from(prefix_end(p).unwrap()))
-        };
-        index.insert(&prefix(b"a"), w(1));
-        index.insert(&prefix(b"ab"), w(2));
-        index.insert(&prefix(b"ab"), w(3));
-        index.insert(&prefix(b"b"), w(4));
-        let mut long = b"ab".to_vec();
-        long.resize(1 << 20, b'x');
-        let mut found = Vec::new();
-        index.matching(&long, &mut found);
-        found.sort();
-        assert_eq!(found, [w(1), w(2), w(3)]);
-        assert_eq!(index.prefix_lengths.get(&2), Some(&1));
-        index.remove(&prefix(b"ab"), w(2));
-        assert_eq!(
-            index.prefix_lengths.get(&2),
-            Some(&1),
-            "w(3) still watches ab"
-        );
-    }
-
-    #[test]
-    fn fragments_split_by_size_and_keep_every_event() {
-        let event = |i: u8| Event {
-            r#type: 0,
-            kv: Some(KeyValue {
-                key: vec![i].into(),
-                value: vec![0; 900_000].into(),
-                ..Default::default()
-            }),
-            prev_kv: None,
-        };
-        let whole = WatchResponse {
-            watch_id: 7,
-            events: (0..5).map(event).collect(),
-            ..Default::default()
-        };
-        let pieces = fragments(whole);
-        assert_eq!(pieces.iter().map(|p| p.events.len()).sum::<usize>(), 5);
-        assert!(pieces.len() > 1);
-        assert!(pieces[..pieces.len() - 1]
-            .iter()
-            .all(|p| p.fragment && p.watch_id == 7));
-        assert!(!pieces.last().unwrap().fragment);
-        assert!(pieces
-            .iter()
-            .all(|p| p.encoded_len() < FRAGMENT_BYTES || p.events.len() == 1));
     }
 }

@@ -1,0 +1,452 @@
+//! What travels through a stream's outbox, and how the stream's sender turns
+//! it into `WatchResponse`s.
+//!
+//! A write reaches every synced watcher of a stream it matches as one
+//! [`Delivery`]: the write's events, shared, and the list of watchers to
+//! tell. The writer only fills that list (a few words per watcher) under the
+//! core's lock; the per-watcher work, building and encoding one response
+//! each, happens in the stream's sender, which an [`Unpacker`] feeds. So a
+//! put with ten thousand watchers of its key costs its writer little more
+//! than a put with none, and the outbox counts writes, not watchers.
+//!
+//! Progress ticks travel the same way, so the sender knows, in the order the
+//! client sees them, which watchers got events since the last tick: those
+//! are not sent a progress notification (etcd's `sendLoop` keeps the same
+//! account).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use etcd_proto::etcdserverpb::{ResponseHeader, WatchResponse};
+use etcd_proto::mvccpb::{event::EventType, Event};
+use prost::Message;
+
+use super::hub::StreamId;
+use crate::limits::MAX_RECV_BYTES;
+
+/// A response this large (etcd's max request bytes plus gRPC overhead, its
+/// receive limit) is split when its watcher asked for fragments.
+const FRAGMENT_BYTES: usize = MAX_RECV_BYTES;
+
+/// What a watcher asked for about the events it is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Interest {
+    pub(crate) no_put: bool,
+    pub(crate) no_delete: bool,
+    pub(crate) prev_kv: bool,
+    pub(crate) fragment: bool,
+    pub(crate) progress_notify: bool,
+}
+
+impl Interest {
+    /// Whether an event of this type passes the watcher's filters.
+    pub(crate) fn wants(&self, event: &Event) -> bool {
+        let put = event.r#type == EventType::Put as i32;
+        !(put && self.no_put || !put && self.no_delete)
+    }
+
+    /// The event as this watcher is sent it: `prev_kv` only if asked for
+    /// and still retained (its revision not compacted).
+    pub(crate) fn shape(&self, mut event: Event, compact_revision: i64) -> Event {
+        let mod_revision = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+        if !self.prev_kv || mod_revision - 1 < compact_revision {
+            event.prev_kv = None;
+        }
+        event
+    }
+}
+
+/// Identifies a watcher within a member: its stream and its watch ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct WatcherKey {
+    pub(crate) stream: StreamId,
+    pub(crate) id: i64,
+}
+
+/// A synced watcher as the index and deliveries hold it: all a write needs
+/// to address it, without looking the watcher up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subscriber {
+    pub(crate) key: WatcherKey,
+    /// The first revision it is told about (later than the current one for
+    /// a watcher that starts in the future).
+    pub(crate) from: i64,
+    pub(crate) interest: Interest,
+}
+
+/// The watchers a part of a delivery is for.
+#[derive(Debug, Clone)]
+pub(crate) enum Recipients {
+    /// An audience of the index (a stream's watchers of one key or
+    /// prefix), shared with it.
+    Many(Arc<[Subscriber]>),
+    /// A watcher of another range.
+    One(Subscriber),
+}
+
+impl Recipients {
+    pub(crate) fn as_slice(&self) -> &[Subscriber] {
+        match self {
+            Self::Many(many) => many,
+            Self::One(one) => std::slice::from_ref(one),
+        }
+    }
+}
+
+/// Watchers that a write matched with the same of its events.
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub(crate) recipients: Recipients,
+    /// Positions of those events in the write's, in order.
+    pub(crate) events: Vec<u32>,
+}
+
+/// One write's events for the watchers of one stream it matched.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) header: Option<ResponseHeader>,
+    pub(crate) revision: i64,
+    pub(crate) events: Arc<[Event]>,
+    pub(crate) compact_revision: i64,
+    pub(crate) parts: Vec<Part>,
+}
+
+impl Delivery {
+    /// Every watcher this delivery is for: those its revision reaches
+    /// (watchers that start in the future wait for theirs).
+    pub(crate) fn recipients(&self) -> impl Iterator<Item = &Subscriber> {
+        self.parts
+            .iter()
+            .flat_map(|part| part.recipients.as_slice())
+            .filter(|s| s.from <= self.revision)
+    }
+}
+
+/// An item of a stream's outbox.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A response sent as it is. `events_count` says whether its events
+    /// stand for the watcher's progress (it asked for notifications).
+    Response {
+        response: WatchResponse,
+        events_count: bool,
+    },
+    /// A write's events for several watchers.
+    Delivery(Delivery),
+    /// A progress tick: each of `watch_ids` that got no events since the
+    /// last tick is sent a notification with `header`.
+    ProgressTick {
+        header: Option<ResponseHeader>,
+        watch_ids: Vec<i64>,
+    },
+}
+
+impl Outgoing {
+    /// A response that is not events for a progress-notified watcher.
+    pub(crate) fn plain(response: WatchResponse) -> Self {
+        Self::Response {
+            response,
+            events_count: false,
+        }
+    }
+}
+
+impl From<WatchResponse> for Outgoing {
+    fn from(response: WatchResponse) -> Self {
+        Self::plain(response)
+    }
+}
+
+/// Turns outbox items into responses, one at a time, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Unpacker {
+    current: Option<Outgoing>,
+    /// The next watch ID of `current`, or its next part and recipient.
+    position: usize,
+    recipient: usize,
+    /// Responses already built and not yet taken (fragments).
+    ready: VecDeque<WatchResponse>,
+    /// Progress-notified watchers sent events since the last tick.
+    had_events: HashSet<i64>,
+}
+
+impl Unpacker {
+    /// Whether every response of the items given so far has been taken.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.current.is_none() && self.ready.is_empty()
+    }
+
+    /// Takes the next item to unpack; only once [`Unpacker::is_empty`].
+    pub(crate) fn load(&mut self, item: Outgoing) {
+        debug_assert!(self.is_empty());
+        self.current = Some(item);
+        self.position = 0;
+        self.recipient = 0;
+    }
+
+    /// The next response, or `None` once the loaded items are used up.
+    pub(crate) fn next_response(&mut self) -> Option<WatchResponse> {
+        loop {
+            if let Some(response) = self.ready.pop_front() {
+                return Some(response);
+            }
+            match self.current.take()? {
+                Outgoing::Response {
+                    response,
+                    events_count,
+                } => {
+                    if events_count && !response.events.is_empty() {
+                        self.had_events.insert(response.watch_id);
+                    }
+                    return Some(response);
+                }
+                Outgoing::Delivery(delivery) => {
+                    let Some(part) = delivery.parts.get(self.position) else {
+                        continue;
+                    };
+                    let recipients = part.recipients.as_slice();
+                    let Some(&recipient) = recipients.get(self.recipient) else {
+                        self.position += 1;
+                        self.recipient = 0;
+                        self.current = Some(Outgoing::Delivery(delivery));
+                        continue;
+                    };
+                    self.recipient += 1;
+                    if let Some(response) = self.unpack(&delivery, part, recipient) {
+                        self.ready
+                            .extend(split(response, recipient.interest.fragment));
+                    }
+                    self.current = Some(Outgoing::Delivery(delivery));
+                }
+                Outgoing::ProgressTick { header, watch_ids } => {
+                    let Some(&watch_id) = watch_ids.get(self.position) else {
+                        self.had_events.clear();
+                        continue;
+                    };
+                    self.position += 1;
+                    self.current = Some(Outgoing::ProgressTick { header, watch_ids });
+                    if !self.had_events.contains(&watch_id) {
+                        return Some(WatchResponse {
+                            header,
+                            watch_id,
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One recipient's response to a delivery: `None` if it starts later,
+    /// or its filters leave none of the part's events.
+    fn unpack(
+        &mut self,
+        delivery: &Delivery,
+        part: &Part,
+        recipient: Subscriber,
+    ) -> Option<WatchResponse> {
+        if recipient.from > delivery.revision {
+            return None;
+        }
+        let interest = recipient.interest;
+        let events: Vec<Event> = part
+            .events
+            .iter()
+            .map(|&i| &delivery.events[i as usize])
+            .filter(|e| interest.wants(e))
+            .map(|e| interest.shape(e.clone(), delivery.compact_revision))
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        if interest.progress_notify {
+            self.had_events.insert(recipient.key.id);
+        }
+        Some(WatchResponse {
+            header: delivery.header,
+            watch_id: recipient.key.id,
+            events,
+            ..Default::default()
+        })
+    }
+}
+
+/// A watcher's events as one response, or as fragments when it asked for
+/// them and the response is too large.
+pub(crate) fn split(whole: WatchResponse, fragment: bool) -> Vec<WatchResponse> {
+    if fragment && whole.events.len() > 1 && whole.encoded_len() >= FRAGMENT_BYTES {
+        fragments(whole)
+    } else {
+        vec![whole]
+    }
+}
+
+/// etcd's `sendFragments`: pieces of at most the fragment size (at least
+/// one event each), every one but the last marked `fragment`.
+fn fragments(whole: WatchResponse) -> Vec<WatchResponse> {
+    let template = WatchResponse {
+        events: Vec::new(),
+        fragment: true,
+        ..whole.clone()
+    };
+    let mut pieces = Vec::new();
+    let mut current = template.clone();
+    for event in whole.events {
+        current.events.push(event);
+        if current.events.len() > 1 && current.encoded_len() >= FRAGMENT_BYTES {
+            let overflow = current.events.pop();
+            pieces.push(std::mem::replace(&mut current, template.clone()));
+            current.events.extend(overflow);
+        }
+    }
+    current.fragment = false;
+    pieces.push(current);
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_proto::mvccpb::KeyValue;
+
+    fn event(kind: EventType, key: &'static [u8], revision: i64) -> Event {
+        let kv = |mod_revision| KeyValue {
+            key: key.into(),
+            mod_revision,
+            ..Default::default()
+        };
+        Event {
+            r#type: kind as i32,
+            kv: Some(kv(revision)),
+            prev_kv: Some(kv(revision - 1)),
+        }
+    }
+
+    fn drain(unpacker: &mut Unpacker) -> Vec<WatchResponse> {
+        std::iter::from_fn(|| unpacker.next_response()).collect()
+    }
+
+    fn subscriber(id: i64, from: i64, interest: Interest) -> Subscriber {
+        Subscriber {
+            key: WatcherKey { stream: 0, id },
+            from,
+            interest,
+        }
+    }
+
+    #[test]
+    fn a_delivery_becomes_one_response_per_recipient_with_its_events() {
+        let events: Arc<[Event]> = vec![
+            event(EventType::Put, b"a", 5),
+            event(EventType::Delete, b"b", 5),
+        ]
+        .into();
+        let plain = Interest::default();
+        let with_prev = Interest {
+            prev_kv: true,
+            ..plain
+        };
+        let no_delete = Interest {
+            no_delete: true,
+            ..plain
+        };
+        let delivery = Delivery {
+            header: None,
+            revision: 5,
+            events,
+            compact_revision: 0,
+            parts: vec![
+                Part {
+                    recipients: Recipients::Many(
+                        vec![subscriber(1, 0, with_prev), subscriber(2, 6, plain)].into(),
+                    ),
+                    events: vec![0, 1],
+                },
+                Part {
+                    recipients: Recipients::Many(
+                        vec![subscriber(3, 5, plain), subscriber(4, 0, no_delete)].into(),
+                    ),
+                    events: vec![1],
+                },
+            ],
+        };
+        let reached: Vec<i64> = delivery.recipients().map(|s| s.key.id).collect();
+        assert_eq!(reached, [1, 3, 4], "2 starts at 6");
+        let mut unpacker = Unpacker::default();
+        unpacker.load(Outgoing::Delivery(delivery));
+        let responses = drain(&mut unpacker);
+        let ids: Vec<i64> = responses.iter().map(|r| r.watch_id).collect();
+        assert_eq!(ids, [1, 3], "2 starts later; 4 filters out deletes");
+        assert_eq!(responses[0].events.len(), 2);
+        assert!(responses[0].events.iter().all(|e| e.prev_kv.is_some()));
+        assert_eq!(responses[1].events[0].kv.as_ref().unwrap().key, &b"b"[..]);
+        assert!(responses[1].events[0].prev_kv.is_none(), "not asked for");
+        assert!(unpacker.is_empty());
+    }
+
+    #[test]
+    fn a_tick_skips_watchers_that_had_events_since_the_last_one() {
+        let mut unpacker = Unpacker::default();
+        unpacker.load(Outgoing::Response {
+            response: WatchResponse {
+                watch_id: 1,
+                events: vec![event(EventType::Put, b"a", 2)],
+                ..Default::default()
+            },
+            events_count: true,
+        });
+        assert_eq!(drain(&mut unpacker).len(), 1);
+        let tick = || Outgoing::ProgressTick {
+            header: None,
+            watch_ids: vec![1, 2],
+        };
+        unpacker.load(tick());
+        let ids: Vec<i64> = drain(&mut unpacker).iter().map(|r| r.watch_id).collect();
+        assert_eq!(ids, [2]);
+        // The next tick starts a new account.
+        unpacker.load(tick());
+        let ids: Vec<i64> = drain(&mut unpacker).iter().map(|r| r.watch_id).collect();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    #[test]
+    fn prev_kv_of_a_compacted_revision_is_left_out() {
+        let interest = Interest {
+            prev_kv: true,
+            ..Interest::default()
+        };
+        // Revision 4 is still readable after a compaction at 4, not at 5.
+        let kept = interest.shape(event(EventType::Put, b"a", 5), 4);
+        assert!(kept.prev_kv.is_some());
+        let shaped = interest.shape(event(EventType::Put, b"a", 5), 5);
+        assert!(shaped.prev_kv.is_none());
+    }
+
+    #[test]
+    fn fragments_split_by_size_and_keep_every_event() {
+        let event = |i: u8| Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: vec![i].into(),
+                value: vec![0; 900_000].into(),
+                ..Default::default()
+            }),
+            prev_kv: None,
+        };
+        let whole = WatchResponse {
+            watch_id: 7,
+            events: (0..5).map(event).collect(),
+            ..Default::default()
+        };
+        let pieces = fragments(whole);
+        assert_eq!(pieces.iter().map(|p| p.events.len()).sum::<usize>(), 5);
+        assert!(pieces.len() > 1);
+        assert!(pieces[..pieces.len() - 1]
+            .iter()
+            .all(|p| p.fragment && p.watch_id == 7));
+        assert!(!pieces.last().unwrap().fragment);
+        assert!(pieces
+            .iter()
+            .all(|p| p.encoded_len() < FRAGMENT_BYTES || p.events.len() == 1));
+    }
+}
