@@ -45,8 +45,8 @@
 //! # Cost
 //!
 //! Every user costs a bcrypt hash and a login (about 60 ms each at etcd's
-//! cost 10, which the fake uses too), so a case has at most three users and
-//! many requests. On a real etcd, from-key deletes would delete other
+//! cost 10; the suite runs the fake at cost 4), so a case has at most three
+//! users and many requests. On a real etcd, from-key deletes would delete other
 //! tests' keys, so they are left out there (made deletes to the end of the
 //! case's prefix), and from-key reads are keys-only and limited.
 

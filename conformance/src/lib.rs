@@ -139,7 +139,14 @@ impl Scenario {
     async fn connect(name: &str) -> Self {
         let (fake, endpoints) = match Target::current() {
             Target::Fake => {
-                let fake = FakeEtcd::start().await.expect("start the fake");
+                // bcrypt at its lowest cost: the scenarios check who may log
+                // in, not how slowly; etcd's cost of 10 made the auth
+                // property the slowest test of the workspace.
+                let fake = FakeEtcd::builder()
+                    .bcrypt_cost(4)
+                    .start()
+                    .await
+                    .expect("start the fake");
                 let endpoint = fake.endpoint();
                 (Some(fake), vec![endpoint])
             }
