@@ -259,7 +259,7 @@ impl FakeEtcd {
         }
         Ok(store
             .range_at(&range, revision)
-            .map(|kv| (kv.key.to_vec(), kv.value.to_vec()))
+            .map(|kv| (kv.key.to_vec(), kv.stored.value.to_vec()))
             .collect())
     }
 

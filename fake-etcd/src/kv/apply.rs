@@ -58,7 +58,7 @@ pub(crate) fn range(store: &Store, req: &RangeRequest) -> Result<RangeResponse, 
     for kv in store.range_at(&KeyRange::new(&req.key, &req.range_end), rev) {
         count += 1;
         if !req.count_only && kvs.len() < fetch {
-            kvs.push(kv.clone());
+            kvs.push(kv.to_kv());
         }
     }
 
@@ -153,12 +153,17 @@ fn put_in(
     leases: &mut impl LeaseAttachments,
     req: &PutRequest,
 ) -> PutResponse {
-    let current = txn.store().get(&req.key);
-    let value = match current {
+    // Only these need the key as it is before the put (which finds it too).
+    let current = if req.ignore_value || req.ignore_lease {
+        txn.store().get(&req.key)
+    } else {
+        None
+    };
+    let value = match &current {
         Some(kv) if req.ignore_value => kv.value.clone(),
         _ => req.value.clone(),
     };
-    let lease = match current {
+    let lease = match &current {
         Some(kv) if req.ignore_lease => kv.lease,
         _ => req.lease,
     };
@@ -344,7 +349,7 @@ fn compare(store: &Store, c: &Compare) -> bool {
     let mut matched_any = false;
     for kv in store.range_at(&KeyRange::new(&c.key, &c.range_end), store.revision()) {
         matched_any = true;
-        if !compare_kv(c, kv) {
+        if !compare_kv(c, &kv.to_kv()) {
             return false;
         }
     }

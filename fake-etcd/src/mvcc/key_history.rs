@@ -1,8 +1,8 @@
 //! The retained history of one key.
 //!
 //! Every change to a key is kept, oldest first, until compaction trims it. A
-//! change is either a put (the full `KeyValue` as of that revision) or a
-//! tombstone (the key was deleted, ending its *generation*: the next put starts
+//! change is either a put (what it stored: value, lease, version and create
+//! revision) or a tombstone (the key was deleted, ending its *generation*: the next put starts
 //! again at version 1 with a new create revision).
 //!
 //! A worked example, in etcd's notation (`main.sub`):
@@ -17,15 +17,52 @@
 //! compact(4) keeps tombstone(4.0): a watcher starting at 4 must see it
 //! ```
 
+use bytes::Bytes;
 use etcd_proto::mvccpb::KeyValue;
 
 use crate::revision::Revision;
+
+/// A put as the history keeps it: a `KeyValue` without the key (the store's
+/// map holds it once for every change) and without the mod revision (the
+/// change's own). 56 bytes instead of a `KeyValue`'s 96, for every change
+/// of every key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) create_revision: i64,
+    pub(crate) version: i64,
+    pub(crate) lease: i64,
+    pub(crate) value: Bytes,
+}
+
+impl Stored {
+    /// What the history keeps of a put's `KeyValue`.
+    pub(crate) fn of(kv: KeyValue) -> Self {
+        Self {
+            create_revision: kv.create_revision,
+            version: kv.version,
+            lease: kv.lease,
+            value: kv.value,
+        }
+    }
+
+    /// The put's `KeyValue` again.
+    pub(crate) fn to_kv(&self, key: &Bytes, revision: Revision) -> KeyValue {
+        KeyValue {
+            key: key.clone(),
+            create_revision: self.create_revision,
+            mod_revision: revision.main,
+            version: self.version,
+            value: self.value.clone(),
+            lease: self.lease,
+        }
+    }
+}
 
 /// One change of a key: `Some` for a put, `None` for a tombstone.
 #[derive(Debug, Clone)]
 struct Change {
     revision: Revision,
-    kv: Option<KeyValue>,
+    put: Option<Stored>,
 }
 
 /// The history of one key, oldest change first; never empty.
@@ -36,41 +73,58 @@ pub(crate) struct KeyHistory {
 
 impl KeyHistory {
     /// A history that starts with a put.
-    pub(crate) fn created(revision: Revision, kv: KeyValue) -> Self {
+    pub(crate) fn created(revision: Revision, put: Stored) -> Self {
         Self {
             changes: vec![Change {
                 revision,
-                kv: Some(kv),
+                put: Some(put),
             }],
         }
     }
 
-    /// The key as it was at store revision `rev`, if it existed then.
-    pub(crate) fn at(&self, rev: i64) -> Option<&KeyValue> {
+    /// The key as it was at store revision `rev`, if it existed then, and
+    /// the revision of that put.
+    pub(crate) fn at(&self, rev: i64) -> Option<(Revision, &Stored)> {
         let newer = self.changes.partition_point(|c| c.revision.main <= rev);
-        newer
-            .checked_sub(1)
-            .and_then(|i| self.changes[i].kv.as_ref())
+        let change = &self.changes[newer.checked_sub(1)?];
+        Some((change.revision, change.put.as_ref()?))
     }
 
     /// The key as it is now, if it exists.
-    pub(crate) fn latest(&self) -> Option<&KeyValue> {
-        self.changes.last().and_then(|c| c.kv.as_ref())
+    pub(crate) fn latest(&self) -> Option<(Revision, &Stored)> {
+        let change = self.changes.last()?;
+        Some((change.revision, change.put.as_ref()?))
+    }
+
+    /// The change made at exactly `revision`: `Some(None)` for a tombstone,
+    /// `None` if the key did not change then (or that is compacted).
+    pub(crate) fn change_at(&self, revision: Revision) -> Option<Option<&Stored>> {
+        let i = self
+            .changes
+            .binary_search_by_key(&revision, |c| c.revision)
+            .ok()?;
+        Some(self.changes[i].put.as_ref())
     }
 
     /// Records a put. `revision` must be newer than every recorded change.
-    pub(crate) fn put(&mut self, revision: Revision, kv: KeyValue) {
+    pub(crate) fn put(&mut self, revision: Revision, put: Stored) {
         debug_assert!(self.changes.last().is_none_or(|c| c.revision < revision));
+        // Most keys change rarely: grow by one, not to four changes.
+        self.changes.reserve_exact(1);
         self.changes.push(Change {
             revision,
-            kv: Some(kv),
+            put: Some(put),
         });
     }
 
     /// Records a delete. `revision` must be newer than every recorded change.
     pub(crate) fn tombstone(&mut self, revision: Revision) {
         debug_assert!(self.changes.last().is_none_or(|c| c.revision < revision));
-        self.changes.push(Change { revision, kv: None });
+        self.changes.reserve_exact(1);
+        self.changes.push(Change {
+            revision,
+            put: None,
+        });
     }
 
     /// Forgets every change that no read at `at` or later can see. Returns
@@ -83,12 +137,15 @@ impl KeyHistory {
         let c = &self.changes[last_before];
         // A tombstone exactly at the compaction point is kept so a watch
         // starting there still sees the delete (etcd ≥ 3.5.16).
-        let keep_from = if c.kv.is_none() && c.revision.main < at {
+        let keep_from = if c.put.is_none() && c.revision.main < at {
             last_before + 1
         } else {
             last_before
         };
         self.changes.drain(..keep_from);
+        // A key overwritten a thousand times and compacted gives back what
+        // its history held.
+        self.changes.shrink_to_fit();
         !self.changes.is_empty()
     }
 
@@ -98,15 +155,18 @@ impl KeyHistory {
     pub(crate) fn from_changes(changes: Vec<(Revision, Option<KeyValue>)>) -> Option<Self> {
         let changes: Vec<Change> = changes
             .into_iter()
-            .map(|(revision, kv)| Change { revision, kv })
+            .map(|(revision, kv)| Change {
+                revision,
+                put: kv.map(Stored::of),
+            })
             .collect();
         (!changes.is_empty()).then_some(Self { changes })
     }
 
-    /// Every retained change, oldest first: its revision, and the key's
-    /// value for a put (`None` for a tombstone).
-    pub(crate) fn changes(&self) -> impl Iterator<Item = (Revision, Option<&KeyValue>)> {
-        self.changes.iter().map(|c| (c.revision, c.kv.as_ref()))
+    /// Every retained change, oldest first: its revision, and what was put
+    /// (`None` for a tombstone).
+    pub(crate) fn changes(&self) -> impl Iterator<Item = (Revision, Option<&Stored>)> {
+        self.changes.iter().map(|c| (c.revision, c.put.as_ref()))
     }
 
     /// How many changes are retained.
@@ -120,14 +180,18 @@ impl KeyHistory {
 mod tests {
     use super::*;
 
-    fn kv(rev: i64, version: i64) -> KeyValue {
-        KeyValue {
-            key: "k".into(),
+    fn kv(rev: i64, version: i64) -> Stored {
+        Stored {
             create_revision: rev,
-            mod_revision: rev,
             version,
-            ..Default::default()
+            lease: 0,
+            value: Bytes::new(),
         }
+    }
+
+    /// The mod revision of what a read at `rev` sees.
+    fn seen(h: &KeyHistory, rev: i64) -> Option<i64> {
+        h.at(rev).map(|(revision, _)| revision.main)
     }
 
     /// The example from the module docs.
@@ -142,13 +206,14 @@ mod tests {
     #[test]
     fn reads_see_the_change_at_or_before_the_revision() {
         let h = example();
-        assert!(h.at(1).is_none());
-        assert_eq!(h.at(2).unwrap().mod_revision, 2);
-        assert_eq!(h.at(3).unwrap().mod_revision, 3);
-        assert!(h.at(4).is_none());
-        assert!(h.at(5).is_none());
-        assert_eq!(h.at(6).unwrap().mod_revision, 6);
-        assert_eq!(h.latest().unwrap().mod_revision, 6);
+        assert_eq!(seen(&h, 1), None);
+        assert_eq!(seen(&h, 2), Some(2));
+        assert_eq!(seen(&h, 3), Some(3));
+        assert_eq!(seen(&h, 4), None);
+        assert_eq!(seen(&h, 5), None);
+        assert_eq!(seen(&h, 6), Some(6));
+        assert_eq!(h.latest().unwrap().0.main, 6);
+        assert_eq!(h.at(3).unwrap().1.version, 2);
     }
 
     #[test]
@@ -156,7 +221,7 @@ mod tests {
         let mut h = example();
         assert!(h.compact(3));
         assert_eq!(h.len(), 3);
-        assert_eq!(h.at(3).unwrap().mod_revision, 3);
+        assert_eq!(seen(&h, 3), Some(3));
 
         let mut h = example();
         assert!(h.compact(4));
@@ -165,8 +230,17 @@ mod tests {
         let mut h = example();
         assert!(h.compact(5));
         assert_eq!(h.len(), 1);
-        assert!(h.at(5).is_none());
-        assert_eq!(h.at(6).unwrap().mod_revision, 6);
+        assert_eq!(seen(&h, 5), None);
+        assert_eq!(seen(&h, 6), Some(6));
+    }
+
+    #[test]
+    fn the_change_at_a_revision_is_found_exactly() {
+        let h = example();
+        assert!(matches!(h.change_at(Revision::new(3, 0)), Some(Some(_))));
+        assert!(matches!(h.change_at(Revision::new(4, 0)), Some(None)));
+        assert!(h.change_at(Revision::new(5, 0)).is_none());
+        assert!(h.change_at(Revision::new(3, 1)).is_none());
     }
 
     #[test]

@@ -15,5 +15,4 @@
 mod key_history;
 mod store;
 
-pub(crate) use key_history::KeyHistory;
 pub(crate) use store::{KeyRange, Store, WriteTxn};

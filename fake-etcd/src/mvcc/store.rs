@@ -1,14 +1,14 @@
 //! The store: keys in an ordered map, each with its history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 
-use super::KeyHistory;
+use super::key_history::{KeyHistory, Stored};
 use crate::error::EtcdError;
 use crate::revision::Revision;
 
@@ -58,13 +58,31 @@ impl KeyRange {
     }
 }
 
+/// A key as a read at some revision sees it, borrowed from the store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Visible<'s> {
+    pub(crate) key: &'s Bytes,
+    /// The revision of the put it shows.
+    pub(crate) revision: Revision,
+    pub(crate) stored: &'s Stored,
+}
+
+impl Visible<'_> {
+    pub(crate) fn to_kv(self) -> KeyValue {
+        self.stored.to_kv(self.key, self.revision)
+    }
+}
+
 /// The multi-version store. See the [module docs](super).
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     keys: BTreeMap<Bytes, KeyHistory>,
-    /// Every write's events by revision, for watchers that start in the past
-    /// or fell behind; trimmed by compaction like the key histories.
-    changes: BTreeMap<i64, Arc<[Event]>>,
+    /// Every retained change in revision order, as its revision and key
+    /// (the key's history holds what changed): watchers that start in the
+    /// past or fell behind catch up from it. Compaction trims it like the
+    /// histories. 48 bytes a change, where keeping each write's events
+    /// cost a `KeyValue` and its previous one.
+    log: VecDeque<(Revision, Bytes)>,
     /// The revision of the last write; 1 for an empty store, as in etcd.
     revision: i64,
     /// Reads below this revision fail. -1 until the first compaction, as in
@@ -76,7 +94,7 @@ impl Default for Store {
     fn default() -> Self {
         Self {
             keys: BTreeMap::new(),
-            changes: BTreeMap::new(),
+            log: VecDeque::new(),
             revision: 1,
             compact_revision: -1,
         }
@@ -106,20 +124,32 @@ impl Store {
         &'s self,
         range: &KeyRange,
         rev: i64,
-    ) -> impl Iterator<Item = &'s KeyValue> + 's {
+    ) -> impl Iterator<Item = Visible<'s>> + 's {
         self.keys
             .range::<[u8], _>(range.bounds())
-            .filter_map(move |(_, history)| history.at(rev))
+            .filter_map(move |(key, history)| {
+                let (revision, stored) = history.at(rev)?;
+                Some(Visible {
+                    key,
+                    revision,
+                    stored,
+                })
+            })
     }
 
     /// The key as it is now.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&KeyValue> {
-        self.keys.get(key).and_then(KeyHistory::latest)
+    pub(crate) fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        let (key, history) = self.keys.get_key_value(key)?;
+        let (revision, stored) = history.latest()?;
+        Some(stored.to_kv(key, revision))
     }
 
     /// The key as it was at `rev`.
-    pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Option<&KeyValue> {
-        self.keys.get(key).and_then(|h| h.at(rev))
+    #[cfg(test)]
+    pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Option<KeyValue> {
+        let (key, history) = self.keys.get_key_value(key)?;
+        let (revision, stored) = history.at(rev)?;
+        Some(stored.to_kv(key, revision))
     }
 
     /// Starts a write. See [`WriteTxn`].
@@ -147,17 +177,27 @@ impl Store {
         }
         self.compact_revision = rev;
         self.keys.retain(|_, history| history.compact(rev));
-        self.changes = self.changes.split_off(&rev);
+        let kept = self
+            .log
+            .partition_point(|(revision, _)| revision.main < rev);
+        self.log.drain(..kept);
+        if self.log.len() < self.log.capacity() / 4 {
+            self.log.shrink_to_fit();
+        }
         Ok(())
     }
 
     /// Every retained change of every key, in revision order: the entries
     /// of etcd's `key` bucket (a tombstone's value is `None`).
-    pub(crate) fn history(&self) -> Vec<(Revision, &Bytes, Option<&KeyValue>)> {
+    pub(crate) fn history(&self) -> Vec<(Revision, &Bytes, Option<KeyValue>)> {
         let mut entries: Vec<_> = self
             .keys
             .iter()
-            .flat_map(|(key, history)| history.changes().map(move |(r, kv)| (r, key, kv)))
+            .flat_map(|(key, history)| {
+                history
+                    .changes()
+                    .map(move |(r, put)| (r, key, put.map(|put| put.to_kv(key, r))))
+            })
             .collect();
         entries.sort_unstable_by_key(|&(revision, ..)| revision);
         entries
@@ -177,35 +217,12 @@ impl Store {
             ..Store::default()
         };
         let mut by_key: BTreeMap<Bytes, Vec<(Revision, Option<KeyValue>)>> = BTreeMap::new();
-        let mut latest: std::collections::HashMap<Bytes, KeyValue> =
-            std::collections::HashMap::new();
-        let mut events: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
         for (revision, key, kv) in history {
             store.revision = store.revision.max(revision.main);
-            let before = match &kv {
-                Some(kv) => latest.insert(key.clone(), kv.clone()),
-                None => latest.remove(&key),
-            };
-            // The compaction revision's own events stay: a watch may start
+            // The compaction revision's own changes stay: a watch may start
             // there.
             if revision.main >= compact_revision {
-                let event = match &kv {
-                    Some(kv) => Event {
-                        r#type: EventType::Put as i32,
-                        kv: Some(kv.clone()),
-                        prev_kv: before,
-                    },
-                    None => Event {
-                        r#type: EventType::Delete as i32,
-                        kv: Some(KeyValue {
-                            key: key.clone(),
-                            mod_revision: revision.main,
-                            ..Default::default()
-                        }),
-                        prev_kv: before,
-                    },
-                };
-                events.entry(revision.main).or_default().push(event);
+                store.log.push_back((revision, key.clone()));
             }
             by_key.entry(key).or_default().push((revision, kv));
         }
@@ -219,10 +236,6 @@ impl Store {
                 (compact_revision < 0 || history.compact(compact_revision))
                     .then_some((key, history))
             })
-            .collect();
-        store.changes = events
-            .into_iter()
-            .map(|(revision, events)| (revision, events.into()))
             .collect();
         store
     }
@@ -273,7 +286,7 @@ impl Store {
             if revision.main <= compacted && (kv.is_none() || (any_visible && !visible)) {
                 continue;
             }
-            let value = match kv {
+            let value = match &kv {
                 Some(kv) => kv.encode_to_vec(),
                 None => KeyValue {
                     key: key.clone(),
@@ -287,17 +300,50 @@ impl Store {
         Ok((hash, compacted))
     }
 
-    /// The events of every write from revision `from` to `to`, inclusive, in
-    /// order. Revisions below the compaction point are gone.
-    pub(crate) fn changes(
-        &self,
+    /// The events, in order, of every write from revision `from` to `to`
+    /// inclusive, of the keys `wanted` picks, each with the key's previous
+    /// value (if that is retained). Revisions below the compaction point
+    /// are gone.
+    pub(crate) fn events_between<'s>(
+        &'s self,
         from: i64,
         to: i64,
-    ) -> impl Iterator<Item = (i64, &Arc<[Event]>)> + '_ {
-        self.changes
-            .range(from..)
-            .take_while(move |(rev, _)| **rev <= to)
-            .map(|(rev, events)| (*rev, events))
+        wanted: impl Fn(&[u8]) -> bool + 's,
+    ) -> impl Iterator<Item = Event> + 's {
+        let start = self
+            .log
+            .partition_point(|(revision, _)| revision.main < from);
+        self.log
+            .range(start..)
+            .take_while(move |(revision, _)| revision.main <= to)
+            .filter(move |(_, key)| wanted(key))
+            .filter_map(|(revision, key)| self.event_at(*revision, key))
+    }
+
+    /// The event of the change of `key` at `revision`, rebuilt from the
+    /// key's history.
+    fn event_at(&self, revision: Revision, key: &Bytes) -> Option<Event> {
+        let history = self.keys.get(key)?;
+        let change = history.change_at(revision)?;
+        let prev_kv = history
+            .at(revision.main - 1)
+            .map(|(r, stored)| stored.to_kv(key, r));
+        Some(match change {
+            Some(put) => Event {
+                r#type: EventType::Put as i32,
+                kv: Some(put.to_kv(key, revision)),
+                prev_kv,
+            },
+            None => Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: key.clone(),
+                    mod_revision: revision.main,
+                    ..Default::default()
+                }),
+                prev_kv,
+            },
+        })
     }
 }
 
@@ -327,13 +373,6 @@ impl WriteTxn<'_> {
         !self.events.is_empty()
     }
 
-    /// The key as it was before this write: what a watcher's `prev_kv`
-    /// shows for every change of the write (etcd reads it at the revision
-    /// before), even for a key a txn changes twice.
-    fn before(&self, key: &[u8]) -> Option<KeyValue> {
-        self.store.get_at(key, self.begin).cloned()
-    }
-
     fn next_revision(&mut self) -> Revision {
         if !self.changed() {
             self.store.revision += 1;
@@ -342,32 +381,59 @@ impl WriteTxn<'_> {
     }
 
     /// Puts `key`, returning the previous value if there was one.
+    ///
+    /// The store keeps copies of the key and value, not the request's
+    /// slices: a slice keeps its whole buffer alive (all of a txn's
+    /// request, and the decoder's spare room), which cost a million-key
+    /// store about 250 bytes a key.
     pub(crate) fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
         let revision = self.next_revision();
-        let prev = self.store.get(&key).cloned();
-        let kv = KeyValue {
-            key: key.clone(),
-            create_revision: prev.as_ref().map_or(revision.main, |p| p.create_revision),
-            mod_revision: revision.main,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
-            value,
-            lease,
-        };
-        match self.store.keys.get_mut(&key) {
-            Some(history) => history.put(revision, kv.clone()),
-            None => {
-                self.store
-                    .keys
-                    .insert(key, KeyHistory::created(revision, kv.clone()));
-            }
+        let begin = self.begin;
+        let found = self
+            .store
+            .keys
+            .range_mut::<[u8], _>((Bound::Included(&key[..]), Bound::Included(&key[..])))
+            .next();
+        if let Some((stored_key, history)) = found {
+            let prev = history
+                .latest()
+                .map(|(r, stored)| stored.to_kv(stored_key, r));
+            // What a watcher's `prev_kv` shows: the key before this write.
+            let before = history
+                .at(begin)
+                .map(|(r, stored)| stored.to_kv(stored_key, r));
+            let stored = Stored {
+                create_revision: prev.as_ref().map_or(revision.main, |p| p.create_revision),
+                version: prev.as_ref().map_or(1, |p| p.version + 1),
+                lease,
+                value: Bytes::copy_from_slice(&value),
+            };
+            let kv = stored.to_kv(stored_key, revision);
+            history.put(revision, stored);
+            self.events.push(Event {
+                r#type: EventType::Put as i32,
+                kv: Some(kv),
+                prev_kv: before,
+            });
+            return prev;
         }
-        let before = self.before(&kv.key);
+        let (key, value) = copy_new(&key, &value);
+        let stored = Stored {
+            create_revision: revision.main,
+            version: 1,
+            lease,
+            value,
+        };
+        let kv = stored.to_kv(&key, revision);
+        self.store
+            .keys
+            .insert(key, KeyHistory::created(revision, stored));
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: before,
+            prev_kv: None,
         });
-        prev
+        None
     }
 
     /// Deletes every live key of `range`, in key order, returning what was
@@ -378,16 +444,14 @@ impl WriteTxn<'_> {
         let store = &mut *self.store;
         let rev = store.revision;
         let mut deleted = Vec::new();
-        for history in store
-            .keys
-            .range_mut::<[u8], _>(range.bounds())
-            .map(|(_, h)| h)
-        {
-            let Some(prev) = history.at(rev).cloned() else {
+        for (key, history) in store.keys.range_mut::<[u8], _>(range.bounds()) {
+            let Some(prev) = history.at(rev).map(|(r, stored)| stored.to_kv(key, r)) else {
                 continue;
             };
             // What a watcher's `prev_kv` shows: the key before this write.
-            let before = history.at(self.begin).cloned();
+            let before = history
+                .at(self.begin)
+                .map(|(r, stored)| stored.to_kv(key, r));
             if self.events.is_empty() {
                 store.revision += 1;
             }
@@ -411,14 +475,31 @@ impl WriteTxn<'_> {
     /// if nothing changed), and keeps them for watchers that catch up later.
     /// Each event carries the key's previous value.
     pub(crate) fn into_events(self) -> Arc<[Event]> {
-        let events: Arc<[Event]> = self.events.into();
-        if !events.is_empty() {
-            self.store
-                .changes
-                .insert(self.store.revision, Arc::clone(&events));
-        }
-        events
+        let main = self.store.revision;
+        self.store
+            .log
+            .extend(self.events.iter().zip(0..).filter_map(|(event, sub)| {
+                let key = event.kv.as_ref()?.key.clone();
+                Some((Revision::new(main, sub), key))
+            }));
+        self.events.into()
     }
+}
+
+/// A new key and its first value, copied: into one allocation when the
+/// value is small (most are), so the two cost one allocation and one
+/// shared header; a large value gets its own, so that the key, which lives
+/// as long as the key's history, does not keep it alive once overwritten.
+fn copy_new(key: &[u8], value: &[u8]) -> (Bytes, Bytes) {
+    const SHARED_UP_TO: usize = 256;
+    if value.len() > SHARED_UP_TO {
+        return (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+    }
+    let mut both = BytesMut::with_capacity(key.len() + value.len());
+    both.extend_from_slice(key);
+    both.extend_from_slice(value);
+    let both = both.freeze();
+    (both.slice(..key.len()), both.slice(key.len()..))
 }
 
 #[cfg(test)]
@@ -432,7 +513,7 @@ mod tests {
     fn keys_at(store: &Store, range: &KeyRange, rev: i64) -> Vec<String> {
         store
             .range_at(range, rev)
-            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .map(|kv| String::from_utf8_lossy(kv.key).into_owned())
             .collect()
     }
 

@@ -138,7 +138,7 @@ pub(crate) fn buckets(core: &Core) -> bolt::Buckets {
         .history()
         .into_iter()
         .map(|(revision, key, kv)| {
-            let value = match kv {
+            let value = match &kv {
                 Some(kv) => kv.encode_to_vec(),
                 // A deletion holds only the key.
                 None => KeyValue {
@@ -469,8 +469,8 @@ impl Loaded {
                 &crate::mvcc::KeyRange::From(Bytes::new()),
                 core.store.revision(),
             )
-            .filter(|kv| kv.lease != 0)
-            .map(|kv| (kv.lease, kv.key.clone()))
+            .filter(|kv| kv.stored.lease != 0)
+            .map(|kv| (kv.stored.lease, kv.key.clone()))
             .collect();
         for (lease, key) in attached {
             core.lessor.attach(lease, &key);

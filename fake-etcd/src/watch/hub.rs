@@ -524,12 +524,10 @@ impl WatchHub {
                 return;
             }
             let last = current.min(w.next_revision + MAX_REVISIONS_PER_BATCH - 1);
+            let range = &w.range;
             let matching = ctx
                 .store
-                .changes(w.next_revision, last)
-                .flat_map(|(_, events)| events.iter())
-                .filter(|e| e.kv.as_ref().is_some_and(|kv| w.range.contains(&kv.key)))
-                .cloned();
+                .events_between(w.next_revision, last, |key| range.contains(key));
             let selected = w.select(matching, compacted);
             if !selected.is_empty() {
                 let response = WatchResponse {
