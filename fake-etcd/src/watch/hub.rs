@@ -278,12 +278,14 @@ impl WatchHub {
             // looks at the range.
             return (refuse(EtcdError::Compacted), None);
         }
+        // Copies: the request's fields are slices of its whole buffer, which
+        // a watcher would keep alive for as long as it watches.
         let key = if req.key.is_empty() {
             Bytes::from_static(b"\0")
         } else {
-            req.key
+            Bytes::copy_from_slice(&req.key)
         };
-        let range = KeyRange::new(&key, &req.range_end);
+        let range = KeyRange::new(&key, &Bytes::copy_from_slice(&req.range_end));
         if range == KeyRange::Empty {
             return (refuse(EtcdError::WatcherRangeEmpty), None);
         }
