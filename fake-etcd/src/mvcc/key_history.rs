@@ -109,8 +109,7 @@ impl KeyHistory {
     /// Records a put. `revision` must be newer than every recorded change.
     pub(crate) fn put(&mut self, revision: Revision, put: Stored) {
         debug_assert!(self.changes.last().is_none_or(|c| c.revision < revision));
-        // Most keys change rarely: grow by one, not to four changes.
-        self.changes.reserve_exact(1);
+        self.grow();
         self.changes.push(Change {
             revision,
             put: Some(put),
@@ -120,11 +119,20 @@ impl KeyHistory {
     /// Records a delete. `revision` must be newer than every recorded change.
     pub(crate) fn tombstone(&mut self, revision: Revision) {
         debug_assert!(self.changes.last().is_none_or(|c| c.revision < revision));
-        self.changes.reserve_exact(1);
+        self.grow();
         self.changes.push(Change {
             revision,
             put: None,
         });
+    }
+
+    /// Makes room for one more change. Most keys change once or twice: the
+    /// first growth is to two changes, not to the four a vector would
+    /// take; after that the vector doubles as usual.
+    fn grow(&mut self) {
+        if self.changes.len() == self.changes.capacity() && self.changes.capacity() < 2 {
+            self.changes.reserve_exact(1);
+        }
     }
 
     /// Forgets every change that no read at `at` or later can see. Returns
