@@ -84,6 +84,31 @@ impl Kv for Empty {
     }
 }
 
+/// How big an in-process pipe's buffer is each way: as the fake's.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// Serves the floor over in-memory pipes, as the fake's in-process channel
+/// does: the floor of every ratio of `fake (in-memory)`.
+pub(crate) fn start_in_memory() -> tonic::transport::Channel {
+    let (connections, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(incoming)
+        .map(Ok::<tokio::io::DuplexStream, std::io::Error>);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(KvServer::new(Empty::default()))
+            .serve_with_incoming(incoming),
+    );
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (client, server) = tokio::io::duplex(PIPE_BUFFER);
+        let sent = connections
+            .send(server)
+            .map_err(|_| std::io::Error::other("the in-process floor stopped"));
+        std::future::ready(sent.map(|()| hyper_util::rt::TokioIo::new(client)))
+    });
+    tonic::transport::Endpoint::from_static("http://floor.in-process")
+        .connect_with_connector_lazy(connector)
+}
+
 /// Serves the floor on a free loopback port, with Nagle off as the fake has.
 pub(crate) async fn start() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -85,7 +85,12 @@ async fn main() -> Result<(), Error> {
 
     let (fake, fake_startup) = targets::fake(false).await?;
     let (in_memory, _) = targets::fake(true).await?;
-    let mut all: Vec<Target> = vec![targets::floor().await?, fake, in_memory];
+    let mut all: Vec<Target> = vec![
+        targets::floor().await?,
+        fake,
+        targets::floor_in_memory().await?,
+        in_memory,
+    ];
     let fake_bin = args.fake_bin.clone().or_else(default_fake_bin);
     let mut processes = Vec::new();
     let mut binary_startup = None;
@@ -137,7 +142,7 @@ async fn main() -> Result<(), Error> {
             "Medians of 2,000 sequential calls; 20,000 calls over 64 tasks; each figure the median of 3 rounds that take the targets in turn. The floor answers every KV call with an empty response.",
             &all,
             rows,
-            &[("fake", "floor"), ("fake (in-memory)", "floor"), ("fake (binary)", "floor"), ("etcd", "fake")],
+            &[("fake", "floor"), ("fake (in-memory)", "floor (in-memory)"), ("fake (binary)", "floor"), ("etcd", "fake")],
         );
     }
 
@@ -198,7 +203,7 @@ async fn main() -> Result<(), Error> {
             "Ranges return every key of a prefix (20 runs; 5 for 100,000 keys); the floor answers them with a canned response of the same size, so its column is what encoding, moving and decoding that many keys costs with any server. The lease expiry scenario grants a 10 s lease, puts a key on it, watches it, and waits for the delete: the fake advances its clock (the binary through its control API), etcd is waited on.",
             &all,
             rows,
-            &[("etcd", "fake"), ("etcd", "fake (in-memory)"), ("etcd", "fake (binary)"), ("fake", "floor"), ("etcd", "floor")],
+            &[("etcd", "fake"), ("etcd", "fake (in-memory)"), ("etcd", "fake (binary)"), ("fake", "floor"), ("fake (in-memory)", "floor (in-memory)"), ("etcd", "floor")],
         );
     }
 
@@ -257,6 +262,19 @@ async fn main() -> Result<(), Error> {
             .collect();
         let growth = scale::store_growth(grown, &sizes).await?;
         report.growth(grown.name, &growth);
+        if grown.pid.is_some() {
+            let o = scale::overwrite_and_compact(grown, 1_000, 1_000).await?;
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let reused = if o.again as f64 <= o.overwritten as f64 * 1.1 {
+                "what the compaction freed was used again"
+            } else {
+                "what the compaction freed was not used again"
+            };
+            report.line(&format!(
+                "{} keys overwritten {} times each on `{}` (one revision a put): resident memory {:.1} MiB before, {:.1} MiB after the overwrites, {:.1} MiB after a compaction at the last revision, and {:.1} MiB after the same overwrites once more: {reused} (glibc keeps freed memory for reuse rather than returning it at once).",
+                o.keys, o.times, grown.name, mib(o.before), mib(o.overwritten), mib(o.compacted), mib(o.again)
+            ));
+        }
         let fake = &all[1];
         let handle = fake
             .fake

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Client, CompactionOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 use fake_etcd::FakeEtcd;
 
 use crate::targets::{resident_bytes, Target};
@@ -72,6 +74,70 @@ async fn measure(client: &mut Client, t: &Target, keys: usize) -> Result<Growth,
         resident: t.pid.and_then(resident_bytes),
         get: median(&mut gets),
         range_100: median(&mut ranges),
+    })
+}
+
+/// Resident memory while keys are overwritten and compacted.
+pub(crate) struct Overwrites {
+    pub(crate) keys: usize,
+    pub(crate) times: usize,
+    pub(crate) before: u64,
+    /// After every key was overwritten `times` times.
+    pub(crate) overwritten: u64,
+    /// After a compaction at the last revision.
+    pub(crate) compacted: u64,
+    /// After the same overwrites and compaction once more: memory the first
+    /// compaction freed is used again, so this stays near `overwritten`.
+    pub(crate) again: u64,
+}
+
+/// Overwrites `keys` keys `times` times each (txns of 100 puts), compacts,
+/// and does it again, reading the process's resident memory on the way.
+pub(crate) async fn overwrite_and_compact(
+    t: &Target,
+    keys: usize,
+    times: usize,
+) -> Result<Overwrites, Error> {
+    let pid = t.pid.ok_or("overwrites are measured on the binary")?;
+    let rss = || resident_bytes(pid).ok_or("no resident memory figure");
+    let mut client = t.client.clone();
+    let before = rss()?;
+    let mut pass = async || -> Result<(u64, u64), Error> {
+        for time in 0..times {
+            for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
+                let ops: Vec<TxnOp> = chunk
+                    .iter()
+                    .map(|k| {
+                        TxnOp::put(
+                            format!("/scale/overwritten/{k:07}"),
+                            format!("{time:064}"),
+                            None,
+                        )
+                    })
+                    .collect();
+                client.txn(Txn::new().and_then(ops)).await?;
+            }
+        }
+        let overwritten = rss()?;
+        let revision = client
+            .get("/scale/overwritten/", None)
+            .await?
+            .header()
+            .map_or(0, |h| h.revision());
+        client
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await?;
+        Ok((overwritten, rss()?))
+    };
+    let (overwritten, compacted) = pass().await?;
+    let (again, _) = pass().await?;
+    Ok(Overwrites {
+        keys,
+        times,
+        before,
+        overwritten,
+        compacted,
+        again,
     })
 }
 

@@ -136,6 +136,21 @@ pub(crate) async fn floor() -> Result<Target, Error> {
     })
 }
 
+/// The floor, over in-memory pipes.
+pub(crate) async fn floor_in_memory() -> Result<Target, Error> {
+    let channel = crate::floor::start_in_memory();
+    let client = Client::from_channel(etcd_client::Channel::Tonic(channel.clone()), None).await?;
+    Ok(Target {
+        name: "floor (in-memory)",
+        kind: Kind::Floor,
+        client,
+        kv: raw_kv(channel),
+        fake: None,
+        control: None,
+        pid: None,
+    })
+}
+
 /// A real etcd at `endpoints` (already running).
 pub(crate) async fn etcd(endpoints: &str) -> Result<Target, Error> {
     let mut client = Client::connect(endpoints.split(',').collect::<Vec<_>>(), None).await?;
