@@ -150,14 +150,15 @@ pub(crate) async fn range(
     Ok(median(&mut times))
 }
 
-/// Median time the client takes just to decode the response of a range
-/// over the `keys` keys [`range`] loaded on `t`: a floor no server can go
-/// under, since the client must read every key-value.
-pub(crate) async fn range_decode_only(
+/// Median times to encode and to decode, alone in this process, the
+/// response of a range over the `keys` keys [`range`] loaded on `t`: the
+/// decoding is a floor no server can go under, since the client must read
+/// every key-value; the encoding, one every server pays.
+pub(crate) async fn range_codec_alone(
     t: &Target,
     prefix: &str,
     keys: usize,
-) -> Result<Duration, Error> {
+) -> Result<(Duration, Duration), Error> {
     use prost::Message;
     let prefix = format!("{prefix}range{keys}/");
     let mut range_end = prefix.clone().into_bytes();
@@ -170,18 +171,26 @@ pub(crate) async fn range_decode_only(
         ..RangeRequest::default()
     };
     let response = t.kv.clone().range(request).await?.into_inner();
-    let encoded = bytes::Bytes::from(response.encode_to_vec());
-    let mut times = Vec::with_capacity(20);
+    let mut encodings = Vec::with_capacity(20);
+    let mut buffer = Vec::with_capacity(response.encoded_len());
+    for _ in 0..20 {
+        buffer.clear();
+        let started = Instant::now();
+        response.encode(&mut buffer)?;
+        encodings.push(started.elapsed());
+    }
+    let encoded = bytes::Bytes::from(buffer);
+    let mut decodings = Vec::with_capacity(20);
     for _ in 0..20 {
         let input = encoded.clone();
         let started = Instant::now();
         let decoded = etcd_proto::etcdserverpb::RangeResponse::decode(input)?;
-        times.push(started.elapsed());
+        decodings.push(started.elapsed());
         if decoded.kvs.len() != keys {
             return Err("the decoded range lost keys".into());
         }
     }
-    Ok(median(&mut times))
+    Ok((median(&mut encodings), median(&mut decodings)))
 }
 
 /// Median time from a put to its watch event.
