@@ -11,7 +11,9 @@ use etcd_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse
 use etcd_proto::mvccpb::Event;
 use tokio::sync::mpsc;
 
-use super::delivery::{split, Delivery, Interest, Outgoing, Part, Subscriber, WatcherKey};
+use super::delivery::{
+    split, Delivery, Interest, Outgoing, Part, Recipients, Subscriber, WatcherKey,
+};
 use super::index::{Reached, SyncedIndex};
 use crate::error::EtcdError;
 use crate::header::HeaderSource;
@@ -596,7 +598,10 @@ impl WatchHub {
 }
 
 /// Identifies a part of a delivery while a write is published: the
-/// audience it shares, or the one watcher it is for.
+/// audience it shares, by the address of the audience's shared list (the
+/// index does not change while a write is published, so each audience has
+/// one list, at one address, for the whole write), or the one watcher it
+/// is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum PartId {
     Audience(*const Subscriber),
@@ -604,10 +609,10 @@ enum PartId {
 }
 
 impl PartId {
-    fn of(recipients: &super::delivery::Recipients) -> Self {
+    fn of(recipients: &Recipients) -> Self {
         match recipients {
-            super::delivery::Recipients::Many(many) => Self::Audience(many.as_ptr()),
-            super::delivery::Recipients::One(one) => Self::Watcher(one.key),
+            Recipients::Many(many) => Self::Audience(many.as_ptr()),
+            Recipients::One(one) => Self::Watcher(one.key),
         }
     }
 }
