@@ -8,6 +8,10 @@
 //! channel and the control API stay plaintext.
 //!
 //! ```
+//! # // The certificates need the `tls-test-certs` feature.
+//! # #[cfg(not(feature = "tls-test-certs"))]
+//! # fn main() {}
+//! # #[cfg(feature = "tls-test-certs")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use fake_etcd::tls::TestCertificates;
