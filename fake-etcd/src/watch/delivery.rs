@@ -198,6 +198,11 @@ impl Unpacker {
                     if events_count && !response.events.is_empty() {
                         self.had_events.insert(response.watch_id);
                     }
+                    if response.canceled {
+                        // Its ID may be given to a new watcher, which has
+                        // had no events yet.
+                        self.had_events.remove(&response.watch_id);
+                    }
                     return Some(response);
                 }
                 Outgoing::Delivery(delivery) => {
@@ -407,6 +412,26 @@ mod tests {
         unpacker.load(tick());
         let ids: Vec<i64> = drain(&mut unpacker).iter().map(|r| r.watch_id).collect();
         assert_eq!(ids, [1, 2]);
+        // A canceled watcher's account goes with it: a new watcher may take
+        // its ID.
+        unpacker.load(Outgoing::Response {
+            response: WatchResponse {
+                watch_id: 1,
+                events: vec![event(EventType::Put, b"a", 3)],
+                ..Default::default()
+            },
+            events_count: true,
+        });
+        assert_eq!(drain(&mut unpacker).len(), 1);
+        unpacker.load(Outgoing::plain(WatchResponse {
+            watch_id: 1,
+            canceled: true,
+            ..Default::default()
+        }));
+        assert_eq!(drain(&mut unpacker).len(), 1);
+        unpacker.load(tick());
+        let ids: Vec<i64> = drain(&mut unpacker).iter().map(|r| r.watch_id).collect();
+        assert_eq!(ids, [1, 2], "the new watcher 1 had no events");
     }
 
     #[test]
