@@ -302,12 +302,13 @@ impl Store {
 
     /// The events, in order, of every write from revision `from` to `to`
     /// inclusive, of the keys `wanted` picks, each with the key's previous
-    /// value (if that is retained). Revisions below the compaction point
-    /// are gone.
+    /// value if `with_prev` (and that is retained). Revisions below the
+    /// compaction point are gone.
     pub(crate) fn events_between<'s>(
         &'s self,
         from: i64,
         to: i64,
+        with_prev: bool,
         wanted: impl Fn(&[u8]) -> bool + 's,
     ) -> impl Iterator<Item = Event> + 's {
         let start = self
@@ -317,16 +318,17 @@ impl Store {
             .range(start..)
             .take_while(move |(revision, _)| revision.main <= to)
             .filter(move |(_, key)| wanted(key))
-            .filter_map(|(revision, key)| self.event_at(*revision, key))
+            .filter_map(move |(revision, key)| self.event_at(*revision, key, with_prev))
     }
 
     /// The event of the change of `key` at `revision`, rebuilt from the
-    /// key's history.
-    fn event_at(&self, revision: Revision, key: &Bytes) -> Option<Event> {
+    /// key's history, with the key's previous value if `with_prev`.
+    fn event_at(&self, revision: Revision, key: &Bytes, with_prev: bool) -> Option<Event> {
         let history = self.keys.get(key)?;
         let change = history.change_at(revision)?;
-        let prev_kv = history
-            .at(revision.main - 1)
+        let prev_kv = with_prev
+            .then(|| history.at(revision.main - 1))
+            .flatten()
             .map(|(r, stored)| stored.to_kv(key, r));
         Some(match change {
             Some(put) => Event {

@@ -529,9 +529,11 @@ impl WatchHub {
             }
             let last = current.min(w.next_revision + MAX_REVISIONS_PER_BATCH - 1);
             let range = &w.range;
-            let matching = ctx
-                .store
-                .events_between(w.next_revision, last, |key| range.contains(key));
+            let matching =
+                ctx.store
+                    .events_between(w.next_revision, last, w.interest.prev_kv, |key| {
+                        range.contains(key)
+                    });
             let selected = w.select(matching, compacted);
             if !selected.is_empty() {
                 let response = WatchResponse {
