@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, CompactionOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Client, CompactionOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use fake_etcd::FakeEtcd;
 
 use crate::targets::{resident_bytes, Target};
@@ -91,7 +89,9 @@ pub(crate) struct Overwrites {
     pub(crate) again: u64,
 }
 
-/// Overwrites `keys` keys `times` times each (txns of 100 puts), compacts,
+const OVERWRITTEN: &str = "/scale/overwritten/";
+
+/// Overwrites `keys` keys `times` times each (txns of 128 puts), compacts,
 /// and does it again, reading the process's resident memory on the way.
 pub(crate) async fn overwrite_and_compact(
     t: &Target,
@@ -103,24 +103,14 @@ pub(crate) async fn overwrite_and_compact(
     let mut client = t.client.clone();
     let before = rss()?;
     let mut pass = async || -> Result<(u64, u64), Error> {
-        for time in 0..times {
-            for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
-                let ops: Vec<TxnOp> = chunk
-                    .iter()
-                    .map(|k| {
-                        TxnOp::put(
-                            format!("/scale/overwritten/{k:07}"),
-                            format!("{time:064}"),
-                            None,
-                        )
-                    })
-                    .collect();
-                client.txn(Txn::new().and_then(ops)).await?;
-            }
+        // The same 64-byte value again: every put is a new revision all
+        // the same.
+        for _ in 0..times {
+            load(t, OVERWRITTEN, keys, 0).await?;
         }
         let overwritten = rss()?;
         let revision = client
-            .get("/scale/overwritten/", None)
+            .get(OVERWRITTEN, None)
             .await?
             .header()
             .map_or(0, |h| h.revision());

@@ -666,54 +666,37 @@ pub async fn a_crowd_on_one_stream_gets_every_event_once(s: &mut Scenario) {
     let mut kv = s.kv();
     for i in 0..WRITES {
         let value = i.to_string();
-        let put_k = || PutRequest {
-            key: b(s.key("k")),
+        let put = |key: &str| PutRequest {
+            key: b(s.key(key)),
             value: b(padded(&value)),
             ..Default::default()
         };
         let mut events = Vec::new();
-        if i % 10 == 9 {
-            let put_k2 = RequestOp {
-                request: Some(Request::RequestPut(PutRequest {
-                    key: b(s.key("k2")),
-                    value: b(padded(&value)),
-                    ..Default::default()
-                })),
-            };
-            let put_k = RequestOp {
-                request: Some(Request::RequestPut(put_k())),
-            };
-            let txn = TxnRequest {
-                success: vec![put_k2, put_k],
-                ..Default::default()
-            };
-            kv.txn(txn).await.unwrap();
-            events.push((EventType::Put, "k2".to_string(), value.clone(), None));
-            events.push((
-                EventType::Put,
-                "k".to_string(),
-                value.clone(),
-                value_of_k.take(),
-            ));
-            value_of_k = Some(value);
-        } else if i % 2 == 1 {
+        if i % 2 == 1 && i % 10 != 9 {
             let del = DeleteRangeRequest {
                 key: b(s.key("k")),
                 ..Default::default()
             };
             kv.delete_range(del).await.unwrap();
-            let previous = value_of_k.take();
             // A delete event carries the deleted key, with no value.
+            let previous = value_of_k.take();
             events.push((EventType::Delete, "k".to_string(), String::new(), previous));
         } else {
-            kv.put(put_k()).await.unwrap();
-            events.push((
-                EventType::Put,
-                "k".to_string(),
-                value.clone(),
-                value_of_k.take(),
-            ));
-            value_of_k = Some(value);
+            if i % 10 == 9 {
+                let op = |put| RequestOp {
+                    request: Some(Request::RequestPut(put)),
+                };
+                let txn = TxnRequest {
+                    success: vec![op(put("k2")), op(put("k"))],
+                    ..Default::default()
+                };
+                kv.txn(txn).await.unwrap();
+                events.push((EventType::Put, "k2".to_string(), value.clone(), None));
+            } else {
+                kv.put(put("k")).await.unwrap();
+            }
+            let previous = value_of_k.replace(value.clone());
+            events.push((EventType::Put, "k".to_string(), value, previous));
         }
         for e in events {
             let on_k = e.1 == "k";

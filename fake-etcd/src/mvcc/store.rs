@@ -601,6 +601,26 @@ mod tests {
     }
 
     #[test]
+    fn rebuilt_events_carry_prev_kv_only_while_it_is_retained() {
+        let prev_of_the_event_at_5 = |compact_at: i64| {
+            let mut store = Store::default();
+            for (key, value) in [("k", "1"), ("other", "x"), ("other", "y"), ("k", "2")] {
+                let mut write = store.write();
+                write.put(b(key), b(value), 0);
+                write.into_events();
+            }
+            assert_eq!(store.revision(), 5);
+            store.compact(compact_at).unwrap();
+            let events: Vec<Event> = store.events_between(5, 5, true, |_| true).collect();
+            assert_eq!(events.len(), 1);
+            events[0].prev_kv.as_ref().map(|kv| kv.value.clone())
+        };
+        // Revision 4 is still readable after a compaction at 4, not at 5.
+        assert_eq!(prev_of_the_event_at_5(4), Some(b("1")));
+        assert_eq!(prev_of_the_event_at_5(5), None);
+    }
+
+    #[test]
     fn compacting_revision_zero_succeeds_once() {
         let mut store = Store::default();
         store.compact(0).unwrap();

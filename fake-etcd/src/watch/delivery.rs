@@ -2,10 +2,11 @@
 //! it into `WatchResponse`s.
 //!
 //! A write reaches every synced watcher of a stream it matches as one
-//! [`Delivery`]: the write's events, shared, and the list of watchers to
-//! tell. The writer only fills that list (a few words per watcher) under the
-//! core's lock; the per-watcher work, building and encoding one response
-//! each, happens in the stream's sender, which an [`Unpacker`] feeds. So a
+//! [`Delivery`]: the write's events and the lists of watchers to tell, both
+//! shared (the lists with the index, see `index`). The writer's work under
+//! the core's lock is a few words per stream; the per-watcher work, building
+//! and encoding one response each, happens in the stream's sender, which an
+//! [`Unpacker`] feeds. So a
 //! put with ten thousand watchers of its key costs its writer little more
 //! than a put with none, and the outbox counts writes, not watchers.
 //!
@@ -45,11 +46,11 @@ impl Interest {
         !(put && self.no_put || !put && self.no_delete)
     }
 
-    /// The event as this watcher is sent it: `prev_kv` only if asked for
-    /// and still retained (its revision not compacted).
-    pub(crate) fn shape(&self, mut event: Event, compact_revision: i64) -> Event {
-        let mod_revision = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-        if !self.prev_kv || mod_revision - 1 < compact_revision {
+    /// The event as this watcher is sent it: `prev_kv` only if asked for.
+    /// (One that compaction removed is already absent: the store rebuilds
+    /// past events from what compaction kept.)
+    pub(crate) fn shape(&self, mut event: Event) -> Event {
+        if !self.prev_kv {
             event.prev_kv = None;
         }
         event
@@ -107,7 +108,6 @@ pub(crate) struct Delivery {
     pub(crate) header: Option<ResponseHeader>,
     pub(crate) revision: i64,
     pub(crate) events: Arc<[Event]>,
-    pub(crate) compact_revision: i64,
     pub(crate) parts: Vec<Part>,
 }
 
@@ -259,7 +259,7 @@ impl Unpacker {
             .iter()
             .map(|&i| &delivery.events[i as usize])
             .filter(|e| interest.wants(e))
-            .map(|e| interest.shape(e.clone(), delivery.compact_revision))
+            .map(|e| interest.shape(e.clone()))
             .collect();
         if events.is_empty() {
             return None;
@@ -359,7 +359,6 @@ mod tests {
             header: None,
             revision: 5,
             events,
-            compact_revision: 0,
             parts: vec![
                 Part {
                     recipients: Recipients::Many(
@@ -435,15 +434,14 @@ mod tests {
     }
 
     #[test]
-    fn prev_kv_of_a_compacted_revision_is_left_out() {
+    fn prev_kv_only_when_asked_for() {
         let interest = Interest {
             prev_kv: true,
             ..Interest::default()
         };
-        // Revision 4 is still readable after a compaction at 4, not at 5.
-        let kept = interest.shape(event(EventType::Put, b"a", 5), 4);
+        let kept = interest.shape(event(EventType::Put, b"a", 5));
         assert!(kept.prev_kv.is_some());
-        let shaped = interest.shape(event(EventType::Put, b"a", 5), 5);
+        let shaped = Interest::default().shape(event(EventType::Put, b"a", 5));
         assert!(shaped.prev_kv.is_none());
     }
 

@@ -70,10 +70,10 @@ impl Watcher {
     /// The events this watcher is sent, from those of writes that matched
     /// its range: filters applied, `prev_kv` only if asked for and still
     /// retained.
-    fn select(&self, events: impl Iterator<Item = Event>, compact_revision: i64) -> Vec<Event> {
+    fn select(&self, events: impl Iterator<Item = Event>) -> Vec<Event> {
         events
             .filter(|e| self.interest.wants(e))
-            .map(|e| self.interest.shape(e, compact_revision))
+            .map(|e| self.interest.shape(e))
             .collect()
     }
 
@@ -435,14 +435,12 @@ impl WatchHub {
         parts.sort_by_key(|(stream, _)| *stream);
         let revision = ctx.store.revision();
         let header = ctx.header(revision);
-        let compact_revision = ctx.store.compact_revision();
         let mut parts = parts.into_iter().peekable();
         while let Some((stream, part)) = parts.next() {
             let mut delivery = Delivery {
                 header,
                 revision,
                 events: Arc::clone(events),
-                compact_revision,
                 parts: vec![part],
             };
             while let Some((_, part)) = parts.next_if(|(next, _)| *next == stream) {
@@ -534,7 +532,7 @@ impl WatchHub {
                     .events_between(w.next_revision, last, w.interest.prev_kv, |key| {
                         range.contains(key)
                     });
-            let selected = w.select(matching, compacted);
+            let selected = w.select(matching);
             if !selected.is_empty() {
                 let response = WatchResponse {
                     header: ctx.header(current),
