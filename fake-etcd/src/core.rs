@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use etcd_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmType};
 use etcd_proto::mvccpb::Event;
 
@@ -18,8 +17,8 @@ use crate::auth::AuthStore;
 use crate::cluster::{Cluster, Election, StaleView};
 use crate::error::EtcdError;
 use crate::header::HeaderSource;
-use crate::lease::{LeaseError, Lessor};
-use crate::mvcc::{KeyRange, Store};
+use crate::lease::{LeaseError, LeaseKeys, Lessor};
+use crate::mvcc::Store;
 use crate::watch::{self, WatchHub};
 
 /// The raft term of a freshly started single member.
@@ -367,17 +366,17 @@ impl Core {
         }
     }
 
-    fn expired(&mut self, keys: BTreeSet<Bytes>) {
+    fn expired(&mut self, keys: LeaseKeys) {
         // etcd expires a lease by proposing a revoke through raft.
         self.record_raft_entry();
         let events = self.delete_lease_keys(keys);
         self.publish(&events);
     }
 
-    fn delete_lease_keys(&mut self, keys: BTreeSet<Bytes>) -> Arc<[Event]> {
+    fn delete_lease_keys(&mut self, keys: LeaseKeys) -> Arc<[Event]> {
         let mut write = self.store.write();
         for key in keys {
-            write.delete_range(&KeyRange::Single(key));
+            write.delete(&key);
         }
         write.into_events()
     }

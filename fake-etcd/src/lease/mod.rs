@@ -9,4 +9,4 @@
 
 mod lessor;
 
-pub(crate) use lessor::{Lease, LeaseError, Lessor};
+pub(crate) use lessor::{Lease, LeaseError, LeaseKeys, Lessor};

@@ -314,9 +314,13 @@ impl Store {
         let start = self
             .log
             .partition_point(|(revision, _)| revision.main < from);
+        let end = self
+            .log
+            .partition_point(|(revision, _)| revision.main <= to);
+        // A bounded range, so that the iterator's size hint bounds how many
+        // events there can be.
         self.log
-            .range(start..)
-            .take_while(move |(revision, _)| revision.main <= to)
+            .range(start..end.max(start))
             .filter(move |(_, key)| wanted(key))
             .filter_map(move |(revision, key)| self.event_at(*revision, key, with_prev))
     }
@@ -450,27 +454,38 @@ impl WriteTxn<'_> {
             let Some(prev) = history.at(rev).map(|(r, stored)| stored.to_kv(key, r)) else {
                 continue;
             };
-            // What a watcher's `prev_kv` shows: the key before this write.
-            let before = history
-                .at(self.begin)
-                .map(|(r, stored)| stored.to_kv(key, r));
-            if self.events.is_empty() {
-                store.revision += 1;
-            }
-            let revision = Revision::new(store.revision, self.events.len() as i64);
-            history.tombstone(revision);
-            self.events.push(Event {
-                r#type: EventType::Delete as i32,
-                kv: Some(KeyValue {
-                    key: prev.key.clone(),
-                    mod_revision: revision.main,
-                    ..Default::default()
-                }),
-                prev_kv: before,
-            });
+            record_delete(
+                &mut self.events,
+                &mut store.revision,
+                self.begin,
+                key,
+                history,
+            );
             deleted.push(prev);
         }
         deleted
+    }
+
+    /// Deletes `key` if it is live, as a `delete_range` of it would, but
+    /// without copying out what it deleted: a lease's expiry tells only
+    /// watchers, through the events.
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        let store = &mut *self.store;
+        let found = store
+            .keys
+            .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
+            .next();
+        if let Some((key, history)) = found {
+            if history.latest().is_some() {
+                record_delete(
+                    &mut self.events,
+                    &mut store.revision,
+                    self.begin,
+                    key,
+                    history,
+                );
+            }
+        }
     }
 
     /// Ends the write, returning its events in the order they happened (empty
@@ -486,6 +501,34 @@ impl WriteTxn<'_> {
             }));
         self.events.into()
     }
+}
+
+/// Records the delete of a live `key` in a write that began at `begin`:
+/// its tombstone at the write's revision (taken at its first change), and
+/// its event.
+fn record_delete(
+    events: &mut Vec<Event>,
+    revision: &mut i64,
+    begin: i64,
+    key: &Bytes,
+    history: &mut KeyHistory,
+) {
+    // What a watcher's `prev_kv` shows: the key before this write.
+    let before = history.at(begin).map(|(r, stored)| stored.to_kv(key, r));
+    if events.is_empty() {
+        *revision += 1;
+    }
+    let at = Revision::new(*revision, events.len() as i64);
+    history.tombstone(at);
+    events.push(Event {
+        r#type: EventType::Delete as i32,
+        kv: Some(KeyValue {
+            key: key.clone(),
+            mod_revision: at.main,
+            ..Default::default()
+        }),
+        prev_kv: before,
+    });
 }
 
 /// A new key and its first value, copied: into one allocation when the
@@ -556,6 +599,49 @@ mod tests {
         assert!(txn.delete_range(&KeyRange::Single(b("missing"))).is_empty());
         assert!(txn.into_events().is_empty());
         assert_eq!(store.revision(), 2);
+    }
+
+    #[test]
+    fn deleting_one_key_is_a_delete_range_of_it() {
+        let mut store = Store::default();
+        let mut write = store.write();
+        write.put(b("a"), b("1"), 0);
+        write.put(b("b"), b("2"), 0);
+        write.into_events();
+
+        let mut write = store.write();
+        write.delete(b"missing");
+        assert!(write.into_events().is_empty(), "nothing changed");
+        assert_eq!(store.revision(), 2);
+
+        let mut write = store.write();
+        write.put(b("a"), b("3"), 0);
+        write.delete(b"a");
+        write.delete(b"b");
+        write.delete(b"b");
+        let events = write.into_events();
+        assert_eq!(store.revision(), 3, "one revision for the whole write");
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| {
+                let kv = e.kv.as_ref().unwrap();
+                let prev = e.prev_kv.as_ref().map(|p| p.value.clone());
+                (e.r#type, kv.key.clone(), kv.mod_revision, prev)
+            })
+            .collect();
+        let delete = EventType::Delete as i32;
+        assert_eq!(
+            seen,
+            [
+                (EventType::Put as i32, b("a"), 3, Some(b("1"))),
+                // A watcher's prev_kv is the key before the write.
+                (delete, b("a"), 3, Some(b("1"))),
+                (delete, b("b"), 3, Some(b("2"))),
+            ]
+        );
+        assert!(store.get(b"a").is_none() && store.get(b"b").is_none());
+        let replayed: Vec<Event> = store.events_between(3, 3, true, |_| true).collect();
+        assert_eq!(&replayed[..], &events[..], "the change log rebuilds them");
     }
 
     #[test]
