@@ -192,7 +192,7 @@ impl Report {
         }
         let _ = writeln!(
             self.body,
-            "\nWhere a key's bytes go (one revision, from the types' sizes and glibc's chunk sizes): the ordered map's entry, 56 bytes (the key's `Bytes` and the history's vector) in B-tree nodes that sequential inserts leave a little over half full, about 110; the history's one change (revision, create revision, version, lease, value), 72 bytes in an 80-byte chunk; the change log's entry (revision and key), 48; the key and value, copied into one 82-byte allocation (96-byte chunk) with the 32-byte header `Bytes` shares, 128. That is about 365, of which 82 are the data."
+            "\nWhere a key's bytes go (one revision, from the types' sizes and glibc's chunk sizes): the ordered map's entry, 56 bytes (the key's `Bytes` and the history's vector), in B-tree nodes that sequential inserts leave a little over half full (124 bytes a key) and that the store rebuilds full (64) each time the map grows by half; at a million keys the last rebuild was at 797,161, so about 76; the history's one change (revision, create revision, version, lease, value), 72 bytes in an 80-byte chunk; the change log's entry (main revision and key), 40; the key and value, copied into one 82-byte allocation (96-byte chunk) with the 32-byte header `Bytes` shares, 128. That is about 325, of which 82 are the data."
         );
         let _ = writeln!(self.body);
     }
@@ -321,7 +321,7 @@ impl Report {
         if missed.iter().any(|m| m.starts_with("memory per key")) {
             let _ = writeln!(
                 self.body,
-                "\nWhy the memory target is missed: see where a key's bytes go, under the scale table. What is left is the B-tree's half-full nodes and the headers `Bytes` shares; under 250 would take a denser index (keys and histories packed in arenas) than a standard `BTreeMap` of `Bytes`."
+                "\nWhy the memory target is missed: see where a key's bytes go, under the scale table. What is left is the B-tree's nodes (full after each rebuild, half full for what sequential inserts add until the next), the headers `Bytes` shares and glibc's chunk rounding; going lower would take a denser index (keys and histories packed in arenas) than a standard `BTreeMap` of `Bytes`."
             );
         }
         if missed.iter().any(|m| m.starts_with("100,000 leases")) {
