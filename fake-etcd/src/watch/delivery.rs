@@ -55,6 +55,22 @@ impl Interest {
         }
         event
     }
+
+    /// [`Interest::shape`] of a shared event, copying only what the
+    /// watcher gets: a `prev_kv` it did not ask for is not cloned only to
+    /// be dropped (each `Bytes` clone is an atomic count on the shared
+    /// buffer, for every watcher of a fan-out).
+    pub(crate) fn copy_of(&self, event: &Event) -> Event {
+        Event {
+            r#type: event.r#type,
+            kv: event.kv.clone(),
+            prev_kv: if self.prev_kv {
+                event.prev_kv.clone()
+            } else {
+                None
+            },
+        }
+    }
 }
 
 /// Identifies a watcher within a member: its stream and its watch ID.
@@ -217,11 +233,17 @@ impl Unpacker {
                         continue;
                     };
                     self.recipient += 1;
-                    if let Some(response) = self.unpack(&delivery, part, recipient) {
-                        self.ready
-                            .extend(split(response, recipient.interest.fragment));
-                    }
+                    let response = self.unpack(&delivery, part, recipient);
                     self.current = Some(Outgoing::Delivery(delivery));
+                    match response {
+                        // Only a watcher that asked for fragments may get
+                        // more than one response for a write.
+                        Some(response) if recipient.interest.fragment => {
+                            self.ready.extend(split(response, true));
+                        }
+                        Some(response) => return Some(response),
+                        None => {}
+                    }
                 }
                 Outgoing::ProgressTick { header, watch_ids } => {
                     let Some(&watch_id) = watch_ids.get(self.position) else {
@@ -259,7 +281,7 @@ impl Unpacker {
             .iter()
             .map(|&i| &delivery.events[i as usize])
             .filter(|e| interest.wants(e))
-            .map(|e| interest.shape(e.clone()))
+            .map(|e| interest.copy_of(e))
             .collect();
         if events.is_empty() {
             return None;
@@ -443,6 +465,10 @@ mod tests {
         assert!(kept.prev_kv.is_some());
         let shaped = Interest::default().shape(event(EventType::Put, b"a", 5));
         assert!(shaped.prev_kv.is_none());
+
+        let shared = event(EventType::Put, b"a", 5);
+        assert_eq!(interest.copy_of(&shared), shared);
+        assert_eq!(Interest::default().copy_of(&shared), shaped);
     }
 
     #[test]
