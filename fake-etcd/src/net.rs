@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 
 use etcd_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
-    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer,
 };
 use etcd_proto::v3electionpb::election_server::ElectionServer;
 use etcd_proto::v3lockpb::lock_server::LockServer;
@@ -49,7 +49,7 @@ use crate::service::authorize::InternalCall;
 use crate::service::{
     auth::AuthService, cluster::ClusterService, election::ElectionService, kv::KvService,
     lease::LeaseService, limits::GrpcGoLimitErrors, limits::MAX_RECV_BYTES, lock::LockService,
-    maintenance::MaintenanceService, watch::WatchService,
+    maintenance::MaintenanceService, watch::WatchService, watch_wire::WatchServer,
 };
 
 /// Starts the tasks a member runs for its whole life, whatever its server
@@ -235,7 +235,7 @@ async fn services(member: &Arc<Member>, faults: bool) -> Routes {
             MaintenanceServer::new(MaintenanceService::new(Arc::clone(member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),
         )
-        .add_service(WatchServer::new(watch).max_decoding_message_size(MAX_RECV_BYTES))
+        .add_service(WatchServer::new(watch, MAX_RECV_BYTES))
         .add_service(
             LeaseServer::new(LeaseService::new(Arc::clone(member)))
                 .max_decoding_message_size(MAX_RECV_BYTES),

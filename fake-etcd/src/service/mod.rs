@@ -33,6 +33,7 @@ pub(crate) mod local_client;
 pub(crate) mod lock;
 pub(crate) mod maintenance;
 pub(crate) mod watch;
+pub(crate) mod watch_wire;
 
 use std::time::Duration;
 

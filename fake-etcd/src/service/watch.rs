@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use etcd_proto::etcdserverpb::{
-    watch_request::RequestUnion, watch_server::Watch, WatchCreateRequest, WatchRequest,
-    WatchResponse,
+    watch_request::RequestUnion, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::WatchStream;
@@ -27,7 +26,7 @@ use crate::auth::Credentials;
 use crate::core::Core;
 use crate::error::{go_status_text, EtcdError};
 use crate::member::Member;
-use crate::watch::{Outbox, Outgoing, StreamId, Unpacker, STREAM_BUFFER};
+use crate::watch::{Outbox, Outgoing, StreamId, Unpacker, WatchFrame, STREAM_BUFFER};
 
 /// The Watch service of one member.
 #[derive(Debug, Clone)]
@@ -56,14 +55,13 @@ impl WatchService {
     }
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = Responses;
-
-    async fn watch(
+impl WatchService {
+    /// `Watch`: a stream of requests, answered by a stream of responses
+    /// (see `watch_wire` for how they reach the wire).
+    pub(crate) async fn watch(
         &self,
         request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<Responses>, Status> {
         self.member.admit_stream(&request).await?;
         let credentials = authorize::credentials(&request);
         let (outbox, responses) = mpsc::channel(STREAM_BUFFER);
@@ -95,7 +93,7 @@ impl Watch for WatchService {
         let cluster_changes = WatchStream::new(self.member.shared.changes.subscribe());
         Ok(Response::new(Responses {
             responses,
-            unpacker: Unpacker::default(),
+            unpacker: Unpacker::sent_by(self.member.id()),
             ended: Some(ended),
             lagging,
             member: Arc::clone(&self.member),
@@ -259,22 +257,19 @@ pub(crate) struct Responses {
     cluster_changes: WatchStream<()>,
     out_of_touch: bool,
     /// A response held while out of touch, with every later one behind it.
-    held: Option<WatchResponse>,
+    held: Option<WatchFrame>,
 }
 
 impl Responses {
-    /// Whether a response may go out while the member is out of touch:
-    /// one that says what happened to a watcher, with no events.
-    fn passes_out_of_touch(response: &WatchResponse) -> bool {
-        (response.created || response.canceled) && response.events.is_empty()
-    }
-
-    /// A response as this member sends it: with its own ID in the header.
-    fn as_sent_by_member(&self, mut response: WatchResponse) -> WatchResponse {
-        if let Some(header) = response.header.as_mut() {
-            header.member_id = self.member.id();
+    /// A response as this member sends it: with its own ID in the header
+    /// (the unpacker encodes shared headers with it already).
+    fn as_sent_by_member(&self, mut frame: WatchFrame) -> WatchFrame {
+        if let WatchFrame::Message(response) = &mut frame {
+            if let Some(header) = response.header.as_mut() {
+                header.member_id = self.member.id();
+            }
         }
-        response
+        frame
     }
 }
 
@@ -284,13 +279,9 @@ impl std::fmt::Debug for Responses {
     }
 }
 
-impl Stream for Responses {
-    type Item = Result<WatchResponse, Status>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Self::Item>> {
+impl Responses {
+    /// Takes the latest state of the stall switch and of the cluster.
+    fn poll_switches(&mut self, cx: &mut std::task::Context<'_>) {
         while let Poll::Ready(Some(stalled)) = Pin::new(&mut self.stall).poll_next(cx) {
             self.stalled = stalled;
         }
@@ -302,6 +293,27 @@ impl Stream for Responses {
             let id = self.member.id();
             let in_sync = self.member.lock().cluster.in_sync(id);
             self.out_of_touch = !in_sync;
+        }
+    }
+}
+
+impl Stream for Responses {
+    type Item = Result<WatchFrame, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        // The switches are looked at between outbox items, not for each of
+        // a delivery's responses (a write to ten thousand watchers is ten
+        // thousand polls): a stall or a partition starting while a write's
+        // responses go out holds what comes after that write. Whenever
+        // this returns `Pending` on a switch it has polled them, so their
+        // change wakes it; while idle between items, only turning a stall
+        // off or coming back in touch needs waking, and those are looked
+        // at on every poll.
+        if self.unpacker.is_empty() || self.stalled || self.out_of_touch || self.held.is_some() {
+            self.poll_switches(cx);
         }
         if self.stalled {
             return Poll::Pending;
@@ -316,7 +328,7 @@ impl Stream for Responses {
         }
         let closed = loop {
             if let Some(response) = self.unpacker.next_response() {
-                if self.out_of_touch && !Self::passes_out_of_touch(&response) {
+                if self.out_of_touch && !response.tells_of_a_watcher_only() {
                     self.held = Some(response);
                     return Poll::Pending;
                 }

@@ -1,14 +1,16 @@
 //! What travels through a stream's outbox, and how the stream's sender turns
-//! it into `WatchResponse`s.
+//! it into responses.
 //!
 //! A write reaches every synced watcher of a stream it matches as one
 //! [`Delivery`]: the write's events and the lists of watchers to tell, both
 //! shared (the lists with the index, see `index`). The writer's work under
-//! the core's lock is a few words per stream; the per-watcher work, building
-//! and encoding one response each, happens in the stream's sender, which an
-//! [`Unpacker`] feeds. So a
-//! put with ten thousand watchers of its key costs its writer little more
-//! than a put with none, and the outbox counts writes, not watchers.
+//! the core's lock is a few words per stream; the per-watcher work happens in
+//! the stream's sender, which an [`Unpacker`] feeds: it encodes the
+//! delivery's header and events once for all the watchers that get the
+//! same, and each watcher's response is those bytes around its watch ID
+//! (see `frame`). So a put with ten thousand watchers of its key costs its
+//! writer little more than a put with none, and the outbox counts writes,
+//! not watchers.
 //!
 //! Progress ticks travel the same way, so the sender knows, in the order the
 //! client sees them, which watchers got events since the last tick: those
@@ -18,10 +20,12 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use etcd_proto::etcdserverpb::{ResponseHeader, WatchResponse};
 use etcd_proto::mvccpb::{event::EventType, Event};
 use prost::Message;
 
+use super::frame::WatchFrame;
 use super::hub::StreamId;
 use crate::limits::MAX_RECV_BYTES;
 
@@ -180,13 +184,46 @@ pub(crate) struct Unpacker {
     /// The next watch ID of `current`, or its next part and recipient.
     position: usize,
     recipient: usize,
+    /// What of `current` is encoded already, for its next recipients.
+    encoded: Encoded,
+    /// The member whose ID shared headers carry; `None` leaves them as
+    /// the delivery has them.
+    member_id: Option<u64>,
     /// Responses already built and not yet taken (fragments).
     ready: VecDeque<WatchResponse>,
     /// Progress-notified watchers sent events since the last tick.
     had_events: HashSet<i64>,
 }
 
+/// A delivery's parts encoded for its recipients: its header, and the
+/// current part's events in each shape asked for so far.
+#[derive(Debug, Default)]
+struct Encoded {
+    header: Option<Bytes>,
+    /// `None` where the shape's filters leave no event.
+    events: Vec<(EventsKey, Option<Bytes>)>,
+}
+
+/// What decides which of a write's events a watcher is sent, and how:
+/// its filters and `prev_kv`.
+type EventsKey = (bool, bool, bool);
+
+impl Interest {
+    fn events_key(&self) -> EventsKey {
+        (self.no_put, self.no_delete, self.prev_kv)
+    }
+}
+
 impl Unpacker {
+    /// An unpacker for the streams of member `member_id`, whose ID the
+    /// responses it encodes carry in their header.
+    pub(crate) fn sent_by(member_id: u64) -> Self {
+        Self {
+            member_id: Some(member_id),
+            ..Self::default()
+        }
+    }
+
     /// Whether every response of the items given so far has been taken.
     pub(crate) fn is_empty(&self) -> bool {
         self.current.is_none() && self.ready.is_empty()
@@ -198,13 +235,14 @@ impl Unpacker {
         self.current = Some(item);
         self.position = 0;
         self.recipient = 0;
+        self.encoded = Encoded::default();
     }
 
     /// The next response, or `None` once the loaded items are used up.
-    pub(crate) fn next_response(&mut self) -> Option<WatchResponse> {
+    pub(crate) fn next_response(&mut self) -> Option<WatchFrame> {
         loop {
             if let Some(response) = self.ready.pop_front() {
-                return Some(response);
+                return Some(WatchFrame::Message(response));
             }
             match self.current.take()? {
                 Outgoing::Response {
@@ -219,7 +257,7 @@ impl Unpacker {
                         // had no events yet.
                         self.had_events.remove(&response.watch_id);
                     }
-                    return Some(response);
+                    return Some(WatchFrame::Message(response));
                 }
                 Outgoing::Delivery(delivery) => {
                     let Some(part) = delivery.parts.get(self.position) else {
@@ -229,20 +267,24 @@ impl Unpacker {
                     let Some(&recipient) = recipients.get(self.recipient) else {
                         self.position += 1;
                         self.recipient = 0;
+                        self.encoded.events.clear();
                         self.current = Some(Outgoing::Delivery(delivery));
                         continue;
                     };
                     self.recipient += 1;
-                    let response = self.unpack(&delivery, part, recipient);
-                    self.current = Some(Outgoing::Delivery(delivery));
-                    match response {
-                        // Only a watcher that asked for fragments may get
-                        // more than one response for a write.
-                        Some(response) if recipient.interest.fragment => {
-                            self.ready.extend(split(response, true));
+                    if recipient.interest.fragment {
+                        // It may get more than one response for a write,
+                        // each sized by its events: built as messages.
+                        let response = self.unpack(&delivery, part, recipient);
+                        self.current = Some(Outgoing::Delivery(delivery));
+                        self.ready
+                            .extend(response.map(|r| split(r, true)).unwrap_or_default());
+                    } else {
+                        let frame = self.share(&delivery, part, recipient);
+                        self.current = Some(Outgoing::Delivery(delivery));
+                        if frame.is_some() {
+                            return frame;
                         }
-                        Some(response) => return Some(response),
-                        None => {}
                     }
                 }
                 Outgoing::ProgressTick { header, watch_ids } => {
@@ -253,19 +295,68 @@ impl Unpacker {
                     self.position += 1;
                     self.current = Some(Outgoing::ProgressTick { header, watch_ids });
                     if !self.had_events.contains(&watch_id) {
-                        return Some(WatchResponse {
+                        return Some(WatchFrame::Message(WatchResponse {
                             header,
                             watch_id,
                             ..Default::default()
-                        });
+                        }));
                     }
                 }
             }
         }
     }
 
-    /// One recipient's response to a delivery: `None` if it starts later,
-    /// or its filters leave none of the part's events.
+    /// One recipient's response to a delivery, from the delivery's parts
+    /// encoded once for every recipient that gets the same: `None` if it
+    /// starts later, or its filters leave none of the part's events.
+    fn share(
+        &mut self,
+        delivery: &Delivery,
+        part: &Part,
+        recipient: Subscriber,
+    ) -> Option<WatchFrame> {
+        if recipient.from > delivery.revision {
+            return None;
+        }
+        let interest = recipient.interest;
+        let key = interest.events_key();
+        let events = match self.encoded.events.iter().find(|(k, _)| *k == key) {
+            Some((_, events)) => events.clone(),
+            None => {
+                let mut wanted = part
+                    .events
+                    .iter()
+                    .map(|&i| &delivery.events[i as usize])
+                    .filter(|e| interest.wants(e))
+                    .peekable();
+                let events = wanted
+                    .peek()
+                    .is_some()
+                    .then(|| WatchFrame::encode_events(wanted.map(|e| interest.copy_of(e))));
+                self.encoded.events.push((key, events.clone()));
+                events
+            }
+        }?;
+        if interest.progress_notify {
+            self.had_events.insert(recipient.key.id);
+        }
+        let member_id = self.member_id;
+        let header = self.encoded.header.get_or_insert_with(|| {
+            let mut header = delivery.header;
+            if let (Some(header), Some(member_id)) = (header.as_mut(), member_id) {
+                header.member_id = member_id;
+            }
+            WatchFrame::encode_header(header.as_ref())
+        });
+        Some(WatchFrame::Shared {
+            header: header.clone(),
+            watch_id: recipient.key.id,
+            events,
+        })
+    }
+
+    /// One recipient's response to a delivery, as a message: `None` if it
+    /// starts later, or its filters leave none of the part's events.
     fn unpack(
         &mut self,
         delivery: &Delivery,
@@ -350,7 +441,9 @@ mod tests {
     }
 
     fn drain(unpacker: &mut Unpacker) -> Vec<WatchResponse> {
-        std::iter::from_fn(|| unpacker.next_response()).collect()
+        std::iter::from_fn(|| unpacker.next_response())
+            .map(|frame| frame.decoded())
+            .collect()
     }
 
     fn subscriber(id: i64, from: i64, interest: Interest) -> Subscriber {

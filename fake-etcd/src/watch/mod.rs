@@ -25,10 +25,12 @@
 //! with an error is the Watch service's business, not the hub's.
 
 mod delivery;
+mod frame;
 mod hub;
 mod index;
 
 pub(crate) use delivery::{Outgoing, Unpacker};
+pub(crate) use frame::WatchFrame;
 pub(crate) use hub::{
     prefix_range_end, Context, Outbox, StreamId, WatchHub, MAX_PROGRESS_INTERVAL,
     MIN_PROGRESS_INTERVAL, STREAM_BUFFER,
