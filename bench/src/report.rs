@@ -315,7 +315,7 @@ impl Report {
         if missed.iter().any(|m| m.contains("10,000 watchers")) {
             let _ = writeln!(
                 self.body,
-                "\nWhy the fan-out targets are missed: a write queues one delivery per stream, sharing the list of the stream's watchers of the key with the index, so the writer's work under the store's lock no longer grows with the watchers; each stream's sender then builds and encodes one response per watcher. On this machine's two cores, those 10,000 responses, the client decoding them, and the writer's own round trip (on its own connection) run at the same time: the put waits for a core, not for the watchers. With 100 streams, 100 senders and 100 client streams take turns on the same two cores."
+                "\nWhy the fan-out targets are missed: a write queues one delivery per stream, sharing the list of the stream's watchers of the key with the index, so the writer's work under the store's lock no longer grows with the watchers; each stream's sender then encodes the write's header and events once and writes each watcher's response as those bytes around its watch ID. On this machine's two cores, sending those 10,000 responses, the client decoding them (now most of the time, in a profile), and the writer's own round trip (on its own connection) run at the same time: the put waits for a core, not for the watchers. With 100 streams, 100 senders and 100 client streams take turns on the same two cores."
             );
         }
         if missed.iter().any(|m| m.starts_with("memory per key")) {

@@ -17,7 +17,10 @@
 //!    watchers and fills the header.
 //!
 //! A service's handler is then only what its RPC means. Streams (Watch,
-//! LeaseKeepAlive) run the same stages per message. Lock and Election sit
+//! LeaseKeepAlive) run the same stages per message. Every service is
+//! served by the server tonic generates for it, except Watch, served by
+//! [`watch_wire`] so that a write's events can be encoded once for all the
+//! watchers that get them. Lock and Election sit
 //! above the others, as in etcd: they call the member's KV, Lease and Watch
 //! services through its own in-process client ([`local_client`]), so each
 //! of their steps passes this pipeline as any client's request does.
