@@ -7,7 +7,6 @@
 //! request applied by etcd's raft loop is.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmType};
@@ -345,7 +344,7 @@ impl Core {
     /// Revokes a lease: its keys are deleted in one write (one revision, if
     /// it had any), in key order. Returns that write's events, for the
     /// caller to publish.
-    pub(crate) fn revoke(&mut self, id: i64) -> Result<Arc<[Event]>, LeaseError> {
+    pub(crate) fn revoke(&mut self, id: i64) -> Result<Vec<Event>, LeaseError> {
         let lease = self.lessor.remove(id)?;
         Ok(self.delete_lease_keys(lease.keys))
     }
@@ -370,10 +369,10 @@ impl Core {
         // etcd expires a lease by proposing a revoke through raft.
         self.record_raft_entry();
         let events = self.delete_lease_keys(keys);
-        self.publish(&events);
+        self.publish(events);
     }
 
-    fn delete_lease_keys(&mut self, keys: LeaseKeys) -> Arc<[Event]> {
+    fn delete_lease_keys(&mut self, keys: LeaseKeys) -> Vec<Event> {
         let mut write = self.store.write();
         for key in keys {
             write.delete(&key);
@@ -382,7 +381,7 @@ impl Core {
     }
 
     /// Tells watchers about a write's events.
-    pub(crate) fn publish(&mut self, events: &Arc<[Event]>) {
+    pub(crate) fn publish(&mut self, events: Vec<Event>) {
         if !events.is_empty() {
             let (watchers, ctx) = self.watch();
             watchers.publish(events, ctx);

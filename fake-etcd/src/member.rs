@@ -57,7 +57,7 @@ pub(crate) enum Access {
 #[derive(Debug)]
 pub(crate) struct Applied<R> {
     pub(crate) response: R,
-    pub(crate) events: Option<Arc<[Event]>>,
+    pub(crate) events: Option<Vec<Event>>,
 }
 
 impl<R> Applied<R> {
@@ -70,7 +70,7 @@ impl<R> Applied<R> {
     }
 
     /// A write's response and the events it made.
-    pub(crate) fn with_events(response: R, events: Arc<[Event]>) -> Self {
+    pub(crate) fn with_events(response: R, events: Vec<Event>) -> Self {
         Self {
             response,
             events: Some(events),
@@ -300,7 +300,7 @@ impl Member {
             events,
         } = request(&mut core, caller.as_ref(), now)?;
         if let Some(events) = events {
-            core.publish(&events);
+            core.publish(events);
         }
         let revision = core.store.revision();
         self.header_source(&core)

@@ -10,7 +10,6 @@ use etcd_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
     RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use std::sync::Arc;
 
 use etcd_proto::mvccpb::{Event, KeyValue};
 
@@ -137,7 +136,7 @@ pub(crate) fn put(
     store: &mut Store,
     leases: &mut impl LeaseAttachments,
     req: &PutRequest,
-) -> Result<(PutResponse, Arc<[Event]>), EtcdError> {
+) -> Result<(PutResponse, Vec<Event>), EtcdError> {
     // A standalone put checks the lease before the key, unlike a txn.
     if req.lease != 0 && !leases.exists(req.lease) {
         return Err(EtcdError::LeaseNotFound);
@@ -186,7 +185,7 @@ pub(crate) fn delete_range(
     store: &mut Store,
     leases: &mut impl LeaseAttachments,
     req: &DeleteRangeRequest,
-) -> (DeleteRangeResponse, Arc<[Event]>) {
+) -> (DeleteRangeResponse, Vec<Event>) {
     let mut txn = store.write();
     let response = delete_in(&mut txn, leases, req);
     (response, txn.into_events())
@@ -238,7 +237,7 @@ pub(crate) fn txn(
     store: &mut Store,
     leases: &mut impl LeaseAttachments,
     req: &TxnRequest,
-) -> Result<(TxnResponse, Arc<[Event]>), EtcdError> {
+) -> Result<(TxnResponse, Vec<Event>), EtcdError> {
     let mut path = Vec::new();
     compare_path(store, req, &mut path);
     if !is_txn_read_only(req) {

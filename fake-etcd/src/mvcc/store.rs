@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
@@ -531,14 +530,14 @@ impl WriteTxn<'_> {
     /// Ends the write, returning its events in the order they happened (empty
     /// if nothing changed), and keeps them for watchers that catch up later.
     /// Each event carries the key's previous value.
-    pub(crate) fn into_events(self) -> Arc<[Event]> {
+    pub(crate) fn into_events(self) -> Vec<Event> {
         let main = self.store.revision;
         self.store.log.extend(
             self.events
                 .iter()
                 .filter_map(|event| Some((main, event.kv.as_ref()?.key.clone()))),
         );
-        self.events.into()
+        self.events
     }
 }
 

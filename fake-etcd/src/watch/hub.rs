@@ -408,7 +408,7 @@ impl WatchHub {
     /// writer's work is a lookup per event and a few words per stream; the
     /// index's audiences are shared, not copied. The watchers of a stream
     /// whose outbox is full fall back to catching up from history.
-    pub(crate) fn publish(&mut self, events: &Arc<[Event]>, ctx: Context<'_>) {
+    pub(crate) fn publish(&mut self, events: Vec<Event>, ctx: Context<'_>) {
         if events.is_empty() || self.synced.is_empty() {
             return;
         }
@@ -441,6 +441,9 @@ impl WatchHub {
         if parts.is_empty() {
             return;
         }
+        // Shared by the deliveries; a write no watcher matches (most, in
+        // a busy test) never pays for the copy.
+        let events: Arc<[Event]> = events.into();
         parts.sort_by_key(|(stream, _)| *stream);
         let revision = ctx.store.revision();
         let header = ctx.header(revision);
@@ -449,7 +452,7 @@ impl WatchHub {
             let mut delivery = Delivery {
                 header,
                 revision,
-                events: Arc::clone(events),
+                events: Arc::clone(&events),
                 parts: vec![part],
             };
             while let Some((_, part)) = parts.next_if(|(next, _)| *next == stream) {
