@@ -120,6 +120,64 @@ async fn stalled_watches_deliver_everything_once_unstalled() {
     }
 }
 
+/// A stall that starts while a stream is busy sending (its client's flow
+/// control window full, writes queued behind it) holds the writes not yet
+/// sent: it takes effect at the next write, not only once the stream has
+/// nothing left to send.
+#[tokio::test(start_paused = true)]
+async fn a_stall_holds_a_busy_stream_from_its_next_write() {
+    const WRITES: usize = 64;
+    let etcd = FakeEtcd::builder()
+        .time(TimeSource::Tokio)
+        .start()
+        .await
+        .unwrap();
+    let mut client = connect(&etcd).await;
+    let mut watch = client
+        .watch("big", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(watch.message().await.unwrap().unwrap().created());
+    // 64 KiB each: 4 MiB in all, twice the client's 2 MiB stream window,
+    // so about half of them wait in the stream's outbox.
+    let value = vec![b'v'; 64 * 1024];
+    for i in 0..WRITES {
+        client
+            .put(format!("big{i:02}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    etcd.stall_watches();
+    let mut seen = Vec::new();
+    while let Ok(response) = tokio::time::timeout(Duration::from_secs(60), watch.message()).await {
+        seen.extend(
+            response
+                .unwrap()
+                .unwrap()
+                .events()
+                .iter()
+                .map(|e| e.kv().unwrap().key_str().unwrap().to_owned()),
+        );
+    }
+    assert!(
+        seen.len() < WRITES,
+        "a stall while busy held nothing back: {} of {WRITES} writes came",
+        seen.len()
+    );
+    etcd.unstall_watches();
+    while seen.len() < WRITES {
+        let response = watch.message().await.unwrap().unwrap();
+        seen.extend(
+            response
+                .events()
+                .iter()
+                .map(|e| e.kv().unwrap().key_str().unwrap().to_owned()),
+        );
+    }
+    let expected: Vec<String> = (0..WRITES).map(|i| format!("big{i:02}")).collect();
+    assert_eq!(seen, expected, "every write once, in order, once unstalled");
+}
+
 #[tokio::test]
 async fn ended_streams_fail_with_the_injected_status() {
     let etcd = FakeEtcd::start().await.unwrap();

@@ -53,9 +53,7 @@ impl WatchService {
             faults: false,
         }
     }
-}
 
-impl WatchService {
     /// `Watch`: a stream of requests, answered by a stream of responses
     /// (see `watch_wire` for how they reach the wire).
     pub(crate) async fn watch(
@@ -271,15 +269,7 @@ impl Responses {
         }
         frame
     }
-}
 
-impl std::fmt::Debug for Responses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responses").finish_non_exhaustive()
-    }
-}
-
-impl Responses {
     /// Takes the latest state of the stall switch and of the cluster.
     fn poll_switches(&mut self, cx: &mut std::task::Context<'_>) {
         while let Poll::Ready(Some(stalled)) = Pin::new(&mut self.stall).poll_next(cx) {
@@ -297,6 +287,12 @@ impl Responses {
     }
 }
 
+impl std::fmt::Debug for Responses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responses").finish_non_exhaustive()
+    }
+}
+
 impl Stream for Responses {
     type Item = Result<WatchFrame, Status>;
 
@@ -304,16 +300,16 @@ impl Stream for Responses {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Self::Item>> {
-        // The switches are looked at between outbox items, not for each of
-        // a delivery's responses (a write to ten thousand watchers is ten
-        // thousand polls): a stall or a partition starting while a write's
-        // responses go out holds what comes after that write. Whenever
-        // this returns `Pending` on a switch it has polled them, so their
-        // change wakes it; while idle between items, only turning a stall
-        // off or coming back in touch needs waking, and those are looked
-        // at on every poll.
-        if self.unpacker.is_empty() || self.stalled || self.out_of_touch || self.held.is_some() {
+        // The switches are looked at between outbox items, not before each
+        // of a delivery's responses (a write to ten thousand watchers is
+        // ten thousand polls): a stall or a partition that starts while a
+        // write's responses go out holds the writes after it. Each path
+        // that returns `Pending` has polled them first, so their change
+        // wakes the stream.
+        let mut switches_polled = false;
+        if self.stalled || self.out_of_touch || self.held.is_some() {
             self.poll_switches(cx);
+            switches_polled = true;
         }
         if self.stalled {
             return Poll::Pending;
@@ -334,6 +330,14 @@ impl Stream for Responses {
                 }
                 let response = self.as_sent_by_member(response);
                 return Poll::Ready(Some(Ok(response)));
+            }
+            // Between items: the switches' turn, once a call.
+            if !switches_polled {
+                self.poll_switches(cx);
+                switches_polled = true;
+                if self.stalled {
+                    return Poll::Pending;
+                }
             }
             match self.responses.poll_recv(cx) {
                 Poll::Ready(Some(item)) => {
