@@ -71,12 +71,11 @@ impl LeaseKeys {
     }
 
     fn insert(&mut self, key: Bytes) {
-        match std::mem::take(self) {
+        match self {
             Self::None => *self = Self::One(key),
-            Self::One(one) => *self = Self::Many(BTreeSet::from([one, key])),
-            Self::Many(mut many) => {
+            Self::One(one) => *self = Self::Many(BTreeSet::from([std::mem::take(one), key])),
+            Self::Many(many) => {
                 many.insert(key);
-                *self = Self::Many(many);
             }
         }
     }

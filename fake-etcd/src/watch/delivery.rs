@@ -132,6 +132,20 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
+    /// The events of `part` a watcher with `interest` is sent, as it is
+    /// sent them.
+    fn events_for<'d>(
+        &'d self,
+        part: &'d Part,
+        interest: Interest,
+    ) -> impl Iterator<Item = Event> + 'd {
+        part.events
+            .iter()
+            .map(move |&i| &self.events[i as usize])
+            .filter(move |e| interest.wants(e))
+            .map(move |e| interest.copy_of(e))
+    }
+
     /// Every watcher this delivery is for: those its revision reaches
     /// (watchers that start in the future wait for theirs).
     pub(crate) fn recipients(&self) -> impl Iterator<Item = &Subscriber> {
@@ -272,7 +286,10 @@ impl Unpacker {
                         continue;
                     };
                     self.recipient += 1;
-                    if recipient.interest.fragment {
+                    if recipient.from > delivery.revision {
+                        // It starts later.
+                        self.current = Some(Outgoing::Delivery(delivery));
+                    } else if recipient.interest.fragment {
                         // It may get more than one response for a write,
                         // each sized by its events: built as messages.
                         let response = self.unpack(&delivery, part, recipient);
@@ -307,32 +324,24 @@ impl Unpacker {
     }
 
     /// One recipient's response to a delivery, from the delivery's parts
-    /// encoded once for every recipient that gets the same: `None` if it
-    /// starts later, or its filters leave none of the part's events.
+    /// encoded once for every recipient that gets the same: `None` if its
+    /// filters leave none of the part's events.
     fn share(
         &mut self,
         delivery: &Delivery,
         part: &Part,
         recipient: Subscriber,
     ) -> Option<WatchFrame> {
-        if recipient.from > delivery.revision {
-            return None;
-        }
         let interest = recipient.interest;
         let key = interest.events_key();
         let events = match self.encoded.events.iter().find(|(k, _)| *k == key) {
             Some((_, events)) => events.clone(),
             None => {
-                let mut wanted = part
-                    .events
-                    .iter()
-                    .map(|&i| &delivery.events[i as usize])
-                    .filter(|e| interest.wants(e))
-                    .peekable();
+                let mut wanted = delivery.events_for(part, interest).peekable();
                 let events = wanted
                     .peek()
                     .is_some()
-                    .then(|| WatchFrame::encode_events(wanted.map(|e| interest.copy_of(e))));
+                    .then(|| WatchFrame::encode_events(wanted));
                 self.encoded.events.push((key, events.clone()));
                 events
             }
@@ -355,25 +364,16 @@ impl Unpacker {
         })
     }
 
-    /// One recipient's response to a delivery, as a message: `None` if it
-    /// starts later, or its filters leave none of the part's events.
+    /// One recipient's response to a delivery, as a message: `None` if its
+    /// filters leave none of the part's events.
     fn unpack(
         &mut self,
         delivery: &Delivery,
         part: &Part,
         recipient: Subscriber,
     ) -> Option<WatchResponse> {
-        if recipient.from > delivery.revision {
-            return None;
-        }
         let interest = recipient.interest;
-        let events: Vec<Event> = part
-            .events
-            .iter()
-            .map(|&i| &delivery.events[i as usize])
-            .filter(|e| interest.wants(e))
-            .map(|e| interest.copy_of(e))
-            .collect();
+        let events: Vec<Event> = delivery.events_for(part, interest).collect();
         if events.is_empty() {
             return None;
         }
