@@ -182,8 +182,10 @@ async fn main() -> Result<(), Error> {
                 t.name,
                 ms(workloads::watch_delivery(t, &prefix, 500).await?),
             );
-            let one_stream = workloads::watch_fan_out(t, &prefix, 1, 10_000, FAN_OUT_ROUNDS).await?;
-            let many_streams = workloads::watch_fan_out(t, &prefix, 100, 100, FAN_OUT_ROUNDS).await?;
+            let one_stream =
+                workloads::watch_fan_out(t, &prefix, 1, 10_000, FAN_OUT_ROUNDS).await?;
+            let many_streams =
+                workloads::watch_fan_out(t, &prefix, 100, 100, FAN_OUT_ROUNDS).await?;
             rows[7].push(t.name, ms(one_stream.last_event));
             rows[8].push(t.name, ms(many_streams.last_event));
             rows[9].push(t.name, ms(one_stream.alone));
