@@ -2,7 +2,7 @@
 //! fresh fake, every answer compared (see `conformance::differential`).
 //!
 //! Each run covers a fixed set of seeds, then one fresh seed, printed so a
-//! divergence it finds can be replayed with `PROPERTY_SEED`. With
+//! divergence it finds can be replayed with `FAKE_ETCD_SEED`. With
 //! `ETCD_ENDPOINTS` set the reference is that etcd, which the test resets
 //! and compacts before each case; without it, a second fake.
 
