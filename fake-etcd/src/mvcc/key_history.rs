@@ -84,6 +84,7 @@ impl KeyHistory {
 
     /// The key as it was at store revision `rev`, if it existed then, and
     /// the revision of that put.
+    ///
     /// Every write, and most reads, ask at the current revision: the answer
     /// is the last change, found without a search. A search touches a cache
     /// line at each step, and cold ones: with a few dozen changes a key, it
