@@ -24,6 +24,10 @@
 //! - denied: `PermissionDenied` `etcdserver: permission denied`, and the
 //!   store did not change (root sees the same revision and the same keys
 //!   under the prefix);
+//! - on a real etcd, which others may write to meanwhile (a lease of
+//!   another test expiring), revisions may be ahead of the model's: a
+//!   write's is its answer's, and root's look is compared by the case's
+//!   keys;
 //! - no token (and something to check): `InvalidArgument`
 //!   `etcdserver: user name is empty`, the store unchanged;
 //! - Watch: created, or created and canceled at once with etcd's reason.
@@ -1764,6 +1768,7 @@ impl Run {
         let shared = !self.a.fake;
         let revision = match answer {
             Answer::Put(r) if shared => header(&r.header).max(store.revision + 1),
+            Answer::Delete(r) if shared => header(&r.header).max(store.revision + 1),
             Answer::Txn(r) if shared => header(&r.header).max(store.revision + 1),
             _ => store.revision + 1,
         };
