@@ -1757,23 +1757,27 @@ impl Run {
         store: &mut Store,
         value: &Bytes,
     ) -> Result<(), String> {
-        let header = |h: &Option<etcd_proto::etcdserverpb::ResponseHeader>| {
-            h.as_ref().map_or(0, |h| h.revision)
+        let header = match answer {
+            Answer::Range(r) => &r.header,
+            Answer::Put(r) => &r.header,
+            Answer::Delete(r) => &r.header,
+            Answer::Txn(r) => &r.header,
+            Answer::Watch(r) => &r.header,
         };
+        let got = header.as_ref().map_or(0, |h| h.revision);
         // On an etcd others write to as well (a real one: leases of other
         // tests expire while a case runs), the revision moves on between
         // two steps, or between a step's request and root's look after it:
         // a write's revision is then its answer's, and the answer to
         // anything else may be ahead of the store root saw.
         let shared = !self.a.fake;
-        let revision = match answer {
-            Answer::Put(r) if shared => header(&r.header).max(store.revision + 1),
-            Answer::Delete(r) if shared => header(&r.header).max(store.revision + 1),
-            Answer::Txn(r) if shared => header(&r.header).max(store.revision + 1),
-            _ => store.revision + 1,
+        let revision = if shared {
+            got.max(store.revision + 1)
+        } else {
+            store.revision + 1
         };
         let mut changed = false;
-        let got = match (request, answer) {
+        match (request, answer) {
             (
                 Request::Range {
                     span, keys_only, ..
@@ -1782,20 +1786,16 @@ impl Run {
             ) => {
                 let keys_only = self.range_request(*span, false, *keys_only).keys_only;
                 self.check_range(*span, keys_only, r, store)?;
-                header(&r.header)
             }
             (Request::Put(put), Answer::Put(r)) => {
                 self.apply_put(put, r, store, revision, value)?;
                 changed = true;
-                header(&r.header)
             }
             (Request::Delete(delete), Answer::Delete(r)) => {
                 changed = self.apply_delete(delete, r, store)?;
-                header(&r.header)
             }
             (Request::Txn(txn), Answer::Txn(r)) => {
                 self.apply_txn(txn, r, store, revision, value, &mut changed)?;
-                header(&r.header)
             }
             (request, answer) => return Err(format!("{answer:?} answers {request:?}")),
         };

@@ -338,8 +338,7 @@ fn puts_only_in_nested_txns(txn: &TxnRequest) -> bool {
 async fn space_alarm_raised(side: &mut Side) -> bool {
     let list = AlarmRequest {
         action: AlarmAction::Get as i32,
-        member_id: 0,
-        alarm: AlarmType::None as i32,
+        ..Default::default()
     };
     side.maintenance.alarm(list).await.is_ok_and(|r| {
         r.into_inner()

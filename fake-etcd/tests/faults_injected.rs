@@ -6,7 +6,7 @@ use common::{connect, status_of};
 
 use std::time::Duration;
 
-use etcd_client::WatchOptions;
+use etcd_client::{Client, WatchOptions, WatchResponse, WatchStream};
 use fake_etcd::{errors, FakeEtcd, Rpc, TimeSource};
 use tonic::Code;
 
@@ -86,8 +86,9 @@ async fn delay_holds_calls_on_tokio_time() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn stalled_watches_deliver_everything_once_unstalled() {
+/// A fake on tokio's clock (paused by the test), a client of it, and a
+/// watch of `prefix` that the fake has confirmed.
+async fn watching_on_tokio_time(prefix: &str) -> (FakeEtcd, Client, WatchStream) {
     let etcd = FakeEtcd::builder()
         .time(TimeSource::Tokio)
         .start()
@@ -95,10 +96,24 @@ async fn stalled_watches_deliver_everything_once_unstalled() {
         .unwrap();
     let mut client = connect(&etcd).await;
     let mut watch = client
-        .watch("k", Some(WatchOptions::new().with_prefix()))
+        .watch(prefix, Some(WatchOptions::new().with_prefix()))
         .await
         .unwrap();
     assert!(watch.message().await.unwrap().unwrap().created());
+    (etcd, client, watch)
+}
+
+/// The keys of a watch response's events, in order.
+fn keys_of(response: &WatchResponse) -> impl Iterator<Item = String> + '_ {
+    response
+        .events()
+        .iter()
+        .map(|e| e.kv().unwrap().key_str().unwrap().to_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_watches_deliver_everything_once_unstalled() {
+    let (etcd, mut client, mut watch) = watching_on_tokio_time("k").await;
     etcd.stall_watches();
     for i in 0..300 {
         client.put(format!("k{i}"), "v", None).await.unwrap();
@@ -127,17 +142,7 @@ async fn stalled_watches_deliver_everything_once_unstalled() {
 #[tokio::test(start_paused = true)]
 async fn a_stall_holds_a_busy_stream_from_its_next_write() {
     const WRITES: usize = 64;
-    let etcd = FakeEtcd::builder()
-        .time(TimeSource::Tokio)
-        .start()
-        .await
-        .unwrap();
-    let mut client = connect(&etcd).await;
-    let mut watch = client
-        .watch("big", Some(WatchOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    assert!(watch.message().await.unwrap().unwrap().created());
+    let (etcd, mut client, mut watch) = watching_on_tokio_time("big").await;
     // 64 KiB each: 4 MiB in all, twice the client's 2 MiB stream window,
     // so about half of them wait in the stream's outbox.
     let value = vec![b'v'; 64 * 1024];
@@ -150,14 +155,7 @@ async fn a_stall_holds_a_busy_stream_from_its_next_write() {
     etcd.stall_watches();
     let mut seen = Vec::new();
     while let Ok(response) = tokio::time::timeout(Duration::from_secs(60), watch.message()).await {
-        seen.extend(
-            response
-                .unwrap()
-                .unwrap()
-                .events()
-                .iter()
-                .map(|e| e.kv().unwrap().key_str().unwrap().to_owned()),
-        );
+        seen.extend(keys_of(&response.unwrap().unwrap()));
     }
     assert!(
         seen.len() < WRITES,
@@ -166,13 +164,7 @@ async fn a_stall_holds_a_busy_stream_from_its_next_write() {
     );
     etcd.unstall_watches();
     while seen.len() < WRITES {
-        let response = watch.message().await.unwrap().unwrap();
-        seen.extend(
-            response
-                .events()
-                .iter()
-                .map(|e| e.kv().unwrap().key_str().unwrap().to_owned()),
-        );
+        seen.extend(keys_of(&watch.message().await.unwrap().unwrap()));
     }
     let expected: Vec<String> = (0..WRITES).map(|i| format!("big{i:02}")).collect();
     assert_eq!(seen, expected, "every write once, in order, once unstalled");

@@ -434,33 +434,37 @@ impl WriteTxn<'_> {
     pub(crate) fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
         let revision = self.next_revision();
         let begin = self.begin;
-        // An entry is one descent of the tree; a range of the one key
-        // would search each node twice, for its start and for its end.
-        if let Entry::Occupied(mut found) = self.store.keys.entry(key.clone()) {
-            let stored_key = found.key().clone();
-            let history = found.get_mut();
-            let prev = history
-                .latest()
-                .map(|(r, stored)| stored.to_kv(&stored_key, r));
-            // What a watcher's `prev_kv` shows: the key before this write.
-            let before = history
-                .at(begin)
-                .map(|(r, stored)| stored.to_kv(&stored_key, r));
-            let stored = Stored {
-                create_revision: prev.as_ref().map_or(revision.main, |p| p.create_revision),
-                version: prev.as_ref().map_or(1, |p| p.version + 1),
-                lease,
-                value: Bytes::copy_from_slice(&value),
-            };
-            let kv = stored.to_kv(&stored_key, revision);
-            history.put(revision, stored);
-            self.events.push(Event {
-                r#type: EventType::Put as i32,
-                kv: Some(kv),
-                prev_kv: before,
-            });
-            return prev;
-        }
+        // An entry is one descent of the tree (a range of the one key would
+        // search each node twice, for its start and for its end); when the
+        // key is new it hands the caller's key back, for the store's copy.
+        let key = match self.store.keys.entry(key) {
+            Entry::Occupied(mut found) => {
+                let stored_key = found.key().clone();
+                let history = found.get_mut();
+                let prev = history
+                    .latest()
+                    .map(|(r, stored)| stored.to_kv(&stored_key, r));
+                // What a watcher's `prev_kv` shows: the key before this write.
+                let before = history
+                    .at(begin)
+                    .map(|(r, stored)| stored.to_kv(&stored_key, r));
+                let stored = Stored {
+                    create_revision: prev.as_ref().map_or(revision.main, |p| p.create_revision),
+                    version: prev.as_ref().map_or(1, |p| p.version + 1),
+                    lease,
+                    value: Bytes::copy_from_slice(&value),
+                };
+                let kv = stored.to_kv(&stored_key, revision);
+                history.put(revision, stored);
+                self.events.push(Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(kv),
+                    prev_kv: before,
+                });
+                return prev;
+            }
+            Entry::Vacant(vacant) => vacant.into_key(),
+        };
         let (key, value) = copy_new(&key, &value);
         let stored = Stored {
             create_revision: revision.main,

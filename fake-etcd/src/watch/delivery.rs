@@ -286,22 +286,22 @@ impl Unpacker {
                         continue;
                     };
                     self.recipient += 1;
-                    if recipient.from > delivery.revision {
+                    let frame = if recipient.from > delivery.revision {
                         // It starts later.
-                        self.current = Some(Outgoing::Delivery(delivery));
+                        None
                     } else if recipient.interest.fragment {
                         // It may get more than one response for a write,
                         // each sized by its events: built as messages.
                         let response = self.unpack(&delivery, part, recipient);
-                        self.current = Some(Outgoing::Delivery(delivery));
                         self.ready
                             .extend(response.map(|r| split(r, true)).unwrap_or_default());
+                        None
                     } else {
-                        let frame = self.share(&delivery, part, recipient);
-                        self.current = Some(Outgoing::Delivery(delivery));
-                        if frame.is_some() {
-                            return frame;
-                        }
+                        self.share(&delivery, part, recipient)
+                    };
+                    self.current = Some(Outgoing::Delivery(delivery));
+                    if frame.is_some() {
+                        return frame;
                     }
                 }
                 Outgoing::ProgressTick { header, watch_ids } => {
