@@ -38,8 +38,9 @@ use etcd_proto::etcdserverpb::{
     watch_request::RequestUnion,
     AlarmRequest, CompactionRequest, Compare, DeleteRangeRequest, DowngradeRequest, HashKvRequest,
     HashRequest, LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
-    MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
-    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    MoveLeaderRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, StatusRequest,
+    TxnRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    WatchResponse,
 };
 use fake_etcd::FakeEtcd;
 use proptest::prelude::*;
@@ -722,6 +723,36 @@ async fn check_acknowledged(
     Ok(())
 }
 
+/// Every key, and every lease with its keys, as of one revision.
+///
+/// The two come from two reads. A write of the fake's own may land between
+/// them (a Lock waiter that gave up withdraws its key in the background, as
+/// etcd does), so the reads are repeated until no revision came between.
+async fn store_and_leases(
+    etcd: &FakeEtcd,
+    clients: &mut Clients,
+) -> Result<(RangeResponse, BTreeMap<i64, Vec<Vec<u8>>>), String> {
+    const TRIES: usize = 100;
+    for _ in 0..TRIES {
+        let all = clients
+            .kv
+            .range(RangeRequest {
+                key: Bytes::from_static(b"\0"),
+                range_end: Bytes::from_static(b"\0"),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| format!("the fake stopped serving: {status:?}"))?
+            .into_inner();
+        let leases = etcd.leases().into_iter().map(|l| (l.id, l.keys)).collect();
+        // Every write that attaches or detaches a key takes a revision.
+        if all.header.as_ref().map_or(0, |h| h.revision) == etcd.revision() {
+            return Ok((all, leases));
+        }
+    }
+    Err(format!("the store kept changing under {TRIES} reads"))
+}
+
 /// Checks every invariant; the revision now.
 async fn check_invariants(
     etcd: &FakeEtcd,
@@ -729,16 +760,7 @@ async fn check_invariants(
     last_revision: i64,
 ) -> Result<i64, String> {
     // Still serving, and the revision never goes down.
-    let all = clients
-        .kv
-        .range(RangeRequest {
-            key: Bytes::from_static(b"\0"),
-            range_end: Bytes::from_static(b"\0"),
-            ..Default::default()
-        })
-        .await
-        .map_err(|status| format!("the fake stopped serving: {status:?}"))?
-        .into_inner();
+    let (all, leases) = store_and_leases(etcd, clients).await?;
     let current = all.header.map_or(0, |h| h.revision);
     if current < last_revision {
         return Err(format!(
@@ -757,8 +779,6 @@ async fn check_invariants(
         }
     }
     // Lease attachments, both ways.
-    let leases: BTreeMap<i64, Vec<Vec<u8>>> =
-        etcd.leases().into_iter().map(|l| (l.id, l.keys)).collect();
     for kv in all.kvs.iter().filter(|kv| kv.lease != 0) {
         let listed = leases
             .get(&kv.lease)
