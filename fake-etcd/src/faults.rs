@@ -374,7 +374,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = Faulted<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -382,18 +382,46 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         match self.faults.decide(request.uri().path()) {
-            Decision::Pass => Box::pin(self.inner.call(request)),
-            Decision::Fail(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Decision::Pass => Faulted::Passed {
+                inner: self.inner.call(request),
+            },
+            Decision::Fail(status) => Faulted::Injected {
+                injected: Box::pin(async move { Ok(status.into_http()) }),
+            },
             Decision::Delay(by) => {
                 // The ready service goes with the request; a clone waits for
                 // the next one.
                 let clone = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move {
-                    tokio::time::sleep(by).await;
-                    ready.call(request).await
-                })
+                Faulted::Injected {
+                    injected: Box::pin(async move {
+                        tokio::time::sleep(by).await;
+                        ready.call(request).await
+                    }),
+                }
             }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`InjectFaultsService`]: the inner service's own future
+    /// for a request let through, so that the common case allocates nothing;
+    /// a boxed one for a failure or a delay.
+    #[project = FaultedProjection]
+    pub(crate) enum Faulted<F: Future> {
+        Passed { #[pin] inner: F },
+        Injected { injected: Pin<Box<dyn Future<Output = F::Output> + Send>> },
+    }
+}
+
+impl<F: Future> Future for Faulted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            FaultedProjection::Passed { inner } => inner.poll(cx),
+            FaultedProjection::Injected { injected } => injected.as_mut().poll(cx),
         }
     }
 }

@@ -163,12 +163,12 @@ where
     S: Service<Request<B>, Response = Response<R>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    R: Body<Data = Bytes> + Send + 'static,
+    R: Body<Data = Bytes> + Send + Unpin + 'static,
     R::Error: Into<BoxError>,
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = CountedCall<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -176,46 +176,78 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if request.uri().path() == "/metrics" {
-            let text = self.metrics.render();
-            return Box::pin(async move {
-                let mut response = Response::new(tonic::body::Body::new(
-                    http_body_util::Full::new(Bytes::from(text)),
-                ));
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                Ok(response)
-            });
+            let mut page = Response::new(tonic::body::Body::new(http_body_util::Full::new(
+                Bytes::from(self.metrics.render()),
+            )));
+            page.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return CountedCall::Page { page: Some(page) };
         }
         let path = request.uri().path();
-        let method = is_rpc(path).then(|| self.metrics.start(path));
-        let metrics = Arc::clone(&self.metrics);
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let Some(method) = method else {
-                return Ok(response.map(tonic::body::Body::new));
-            };
-            // An immediate error carries its status in the headers.
-            if let Some(code) = status_of(response.headers()) {
-                metrics.handled(&method, code);
-                return Ok(response.map(tonic::body::Body::new));
+        let pending = is_rpc(path).then(|| (Arc::clone(&self.metrics), self.metrics.start(path)));
+        CountedCall::Call {
+            inner: self.inner.call(request),
+            pending,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`Counted`]: the metrics page, or the inner service's
+    /// answer with its body counted on its end. No allocation of its own
+    /// beyond tonic's body box.
+    #[project = CountedCallProjection]
+    pub(crate) enum CountedCall<F> {
+        Page { page: Option<Response<tonic::body::Body>> },
+        Call {
+            #[pin]
+            inner: F,
+            // The counters, and the call's key in them; `None` for a path
+            // that names no RPC.
+            pending: Option<(Arc<Metrics>, Arc<str>)>,
+        },
+    }
+}
+
+impl<F, R, E> Future for CountedCall<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    R: Body<Data = Bytes> + Send + Unpin + 'static,
+    R::Error: Into<BoxError>,
+{
+    type Output = Result<Response<tonic::body::Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (inner, pending) = match self.project() {
+            CountedCallProjection::Page { page } => {
+                return Poll::Ready(Ok(page.take().expect("polled after it was ready")));
             }
-            Ok(response.map(|body| {
-                tonic::body::Body::new(CountOnEnd {
-                    body: Box::pin(body),
-                    pending: Some((metrics, method)),
-                })
-            }))
-        })
+            CountedCallProjection::Call { inner, pending } => (inner, pending),
+        };
+        let response = std::task::ready!(inner.poll(cx))?;
+        let Some((metrics, method)) = pending.take() else {
+            return Poll::Ready(Ok(response.map(tonic::body::Body::new)));
+        };
+        // An immediate error carries its status in the headers.
+        if let Some(code) = status_of(response.headers()) {
+            metrics.handled(&method, code);
+            return Poll::Ready(Ok(response.map(tonic::body::Body::new)));
+        }
+        Poll::Ready(Ok(response.map(|body| {
+            tonic::body::Body::new(CountOnEnd {
+                body,
+                pending: Some((metrics, method)),
+            })
+        })))
     }
 }
 
 /// A response body that counts its call as handled when its trailers say
 /// how it ended, or as canceled if it is dropped first.
 struct CountOnEnd<R> {
-    body: Pin<Box<R>>,
+    body: R,
     pending: Option<(Arc<Metrics>, Arc<str>)>,
 }
 
@@ -233,7 +265,7 @@ impl<R> Drop for CountOnEnd<R> {
     }
 }
 
-impl<R: Body<Data = Bytes>> Body for CountOnEnd<R> {
+impl<R: Body<Data = Bytes> + Unpin> Body for CountOnEnd<R> {
     type Data = Bytes;
     type Error = R::Error;
 
@@ -241,7 +273,7 @@ impl<R: Body<Data = Bytes>> Body for CountOnEnd<R> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = self.body.as_mut().poll_frame(cx);
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(status_of) {

@@ -42,19 +42,38 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = Rewritten<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
-            rewrite(response.headers_mut());
-            Ok(response)
-        })
+        Rewritten {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`RewriteLimitErrors`]: the inner one, its headers
+    /// rewritten when it is ready (with no allocation of its own).
+    pub(crate) struct Rewritten<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, R, E> Future for Rewritten<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = std::task::ready!(self.project().inner.poll(cx))?;
+        rewrite(response.headers_mut());
+        Poll::Ready(Ok(response))
     }
 }
 
