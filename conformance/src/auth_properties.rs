@@ -1422,6 +1422,16 @@ enum Answer {
 }
 
 impl Run {
+    /// Whether others may write to the target while a case runs: a real
+    /// etcd is shared (leases of other tests expire meanwhile), so its
+    /// revision moves on between two steps, or between a step's request and
+    /// root's look after it. A write's revision is then its answer's, the
+    /// answer to anything else may be ahead of the store root saw, and
+    /// root's look is compared by the case's keys.
+    fn shared(&self) -> bool {
+        !self.a.fake
+    }
+
     async fn step(&mut self, i: usize, step: &Step) -> Result<(), String> {
         match step {
             Step::Ask(who, request) => self.ask(i, *who, request).await,
@@ -1718,7 +1728,7 @@ impl Run {
         after: &Store,
         value: &Bytes,
     ) -> Result<(), String> {
-        let shared = !self.a.fake;
+        let shared = self.shared();
         if let Ok(Answer::Watch(w)) = answer {
             judge_watch(version, verdict, w)?;
             return unchanged(before, after, shared);
@@ -1765,12 +1775,7 @@ impl Run {
             Answer::Watch(r) => &r.header,
         };
         let got = header.as_ref().map_or(0, |h| h.revision);
-        // On an etcd others write to as well (a real one: leases of other
-        // tests expire while a case runs), the revision moves on between
-        // two steps, or between a step's request and root's look after it:
-        // a write's revision is then its answer's, and the answer to
-        // anything else may be ahead of the store root saw.
-        let shared = !self.a.fake;
+        let shared = self.shared();
         let revision = if shared {
             got.max(store.revision + 1)
         } else {
@@ -1985,8 +1990,8 @@ fn refused(answer: &Result<Answer, Status>, code: Code, message: &str) -> Result
 }
 
 /// Whether root sees `seen` where the model says `expected`. On an etcd
-/// shared with other writers (`shared`) the revision may have moved on
-/// (see [`Run::apply`]); the case's keys may not.
+/// shared with other writers (`shared`, see [`Run::shared`]) the
+/// revision may have moved on; the case's keys may not.
 fn same_store(expected: &Store, seen: &Store, shared: bool) -> bool {
     if shared {
         expected.kvs == seen.kvs && seen.revision >= expected.revision
